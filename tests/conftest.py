@@ -1,0 +1,28 @@
+"""Shared fixtures. Real data lives beside the repo in ../shared/data (read-only, never copied in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import traitlab  # noqa: F401  (sets LiteLLM's offline knobs before anything imports litellm)
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real HAL data folder; its absence is an error, not a skip."""
+    if not (SHARED_DATA / "hal_turing" / "dialogues.jsonl").exists():
+        raise FileNotFoundError(f"real data expected at {SHARED_DATA} (see README: tests use ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def store(tmp_path):
+    from traitlab.store import Store
+
+    with Store(tmp_path / "t.duckdb") as s:
+        yield s
