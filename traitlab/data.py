@@ -14,9 +14,10 @@ the line and the field, and nothing is half-loaded. Shapes understood (detected 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataError(path, n, None, f"not UTF-8 (byte {e.start}: {line[e.start:e.start + 1]!r})") from e
+            raise DataError(path, n, _undecodable_field(line), f"not UTF-8 (byte {e.start} of the line: "
+                            f"{line[e.start:e.start + 1]!r})") from None
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
@@ -63,6 +65,26 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not isinstance(obj, dict):
             raise DataError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
         yield n, obj
+
+
+def _undecodable_field(line: bytes) -> str | None:
+    """Where in a JSON line the first non-UTF-8 byte sits (``messages[3].content``), if the line parses."""
+    try:
+        obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError:
+        return None
+
+    def find(x: Any, where: str) -> str | None:
+        if isinstance(x, str):
+            return where if any("\udc80" <= c <= "\udcff" for c in x) else None
+        items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+        for k, v in items:
+            sub = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k)
+            if found := find(v, sub):
+                return found
+        return None
+
+    return find(obj, "")
 
 
 def parse_tagged_transcript(text: str) -> list[Message]:
@@ -108,7 +130,8 @@ def dialogue_from_record(obj: dict[str, Any], *, default_id: str, target_role: s
                 target_role = "assistant"
             else:
                 unknown = sorted(roles - TURING_ROLES - OPENAI_ROLES)
-                raise _FieldError("messages", f"unknown role(s) {unknown}; pass target_role to say who is judged")
+                problem = f"unknown role(s) {unknown}" if unknown else f"mixes Turing and OpenAI roles {sorted(roles)}"
+                raise _FieldError("messages", f"{problem}; pass target_role to say who is judged")
     elif "dialogue" in obj or "transcript" in obj:
         key = "dialogue" if "dialogue" in obj else "transcript"
         if not isinstance(obj[key], str):
@@ -118,7 +141,7 @@ def dialogue_from_record(obj: dict[str, Any], *, default_id: str, target_role: s
             raise _FieldError(key, "no 'P:'/'D:' or 'I:'/'W:' tagged line")
         if target_role is None:
             roles = {m.role for m in messages}
-            target_role = "patient" if "patient" in roles else "witness"
+            target_role = "patient" if roles & {"patient", "doctor"} else "witness"
     else:
         raise _FieldError("messages", "missing: need 'messages' or a 'dialogue'/'transcript' string")
     if not messages:
@@ -177,18 +200,41 @@ def load_dialogues(path: str | Path, *, target_role: str | None = None,
     return out
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_csv_rows(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(first line of the record, row)`` of a UTF-8 CSV whose quoted fields may span lines.
+
+    A missing ``required`` column, a non-UTF-8 byte, or a row wider or narrower than the header raises.
+    """
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, None, None, f"cannot read: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(path, None, None, f"not UTF-8 (byte offset {e.start})") from e
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    if not reader.fieldnames or "transcript" not in reader.fieldnames:
-        raise DataError(path, 1, "transcript", f"CSV needs a 'transcript' column, has {reader.fieldnames}")
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(path, line, None, f"not UTF-8 (byte {raw[e.start:e.start + 1]!r})") from None
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # long generations are normal, not errors
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(path, 1, missing[0], f"missing column (header: {header})")
+    start = 2
     for row in reader:
-        rec: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        if None in row or None in row.values():
+            width = len(header) + len(row.get(None) or []) - sum(v is None for v in row.values())
+            raise DataError(path, start, None, f"{width} fields where the header has {len(header)}")
+        yield start, row
+        start = reader.line_num + 1
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, row in read_csv_rows(path, required=("transcript",)):
+        rec: dict[str, Any] = {k: v for k, v in row.items() if v != ""}
         rec.setdefault("transcript", "")
-        yield reader.line_num, rec
+        yield n, rec
 
 
 def pair_dialogues(dialogues: list[Dialogue], key: str = "game_id") -> list[DialoguePair]:
