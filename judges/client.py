@@ -1,0 +1,466 @@
+"""The judge client: the one place that turns (messages, pydantic schema, model, params) into a validated object.
+
+Every request goes through LiteLLM (any provider string: ``openai/...``, ``anthropic/...``, vLLM/Ollama servers,
+the offline ``local/...`` provider) and, when a schema is given, through instructor, which validates the answer
+and re-asks on a schema violation. Around that this module owns the policy LiteLLM and instructor leave open:
+
+- bounded concurrency (one semaphore per event loop) and transport retries with exponential backoff that honour
+  the provider's ``Retry-After`` (LiteLLM's own retries are switched off so there is one policy, here);
+- a request hash over (model, messages, schema JSON, params without secrets): a call is written to the store the
+  moment it completes, and an identical request is served from the store with no provider call, which is what
+  lets a killed run resume without repeating or losing calls;
+- failures are recorded in the store with their error and attempts, never turned into a default value;
+- tokens, cost (LiteLLM's cost map; 0 for unmapped or local models), latency and attempts per call;
+- a USD budget per run (spend read back from the store when a run resumes): once reached, calls in flight
+  finish and the rest are not sent; they come back, and are recorded with 0 attempts, as ``budget exhausted``;
+- secrets (``api_key`` and any param or header named like a key, token, secret or authorization) never reach
+  the store or the logs: they are stripped from recorded params and hashes, redacted from error text, and
+  scrubbed from the log records of LiteLLM, instructor, openai and httpx.
+
+Batch APIs: a provider batch mode plugs in at :meth:`JudgeClient._provider_call`'s level: the same request hash,
+``CallRecord`` and cache lookup apply; a batch runner would collect the un-cached requests of ``call_many``, submit
+them as one provider batch, and record each result as it is retrieved, so resume and budget keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import email.utils
+import functools
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+import uuid
+import weakref
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import instructor
+import litellm
+from instructor.core.exceptions import InstructorRetryException
+from pydantic import BaseModel, ValidationError
+
+from traitlab.store import CallRecord, Store
+
+T = TypeVar("T")
+
+BUDGET_EXHAUSTED = "budget exhausted"
+MAX_RETRY_AFTER_S = 120.0
+_SECRET_WORDS = {"key", "apikey", "token", "secret", "authorization", "password", "credential", "credentials"}
+# Params that change how a request is sent or priced, never what the model answers: kept out of the hash.
+_UNHASHED = {"timeout", "num_retries", "max_retries", "input_cost_per_token", "output_cost_per_token",
+             "metadata"}
+
+# Retry policy lives here (LiteLLM's own retries off); no banners on errors; LiteLLM's logging objects keep no
+# copy of the messages.
+litellm.suppress_debug_info = True
+litellm.turn_off_message_logging = True
+litellm.num_retries = 0
+# instructor logs every failed attempt at ERROR; those failures are recorded in the store, so keep them off the
+# console unless the application configures logging itself.
+logging.getLogger("instructor").addHandler(logging.NullHandler())
+_LOGGER_PREFIXES = ("openai", "httpx", "httpcore", "LiteLLM", "litellm", "instructor")
+
+
+class _RedactSecrets(logging.Filter):
+    """Scrubs known secret values from log records of the HTTP stack (the openai SDK logs request headers at
+    DEBUG, extra headers included). Filters do not propagate, so it sits on every logger of those libraries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+        self._seen = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                record.msg, record.args = redact(message, self.secrets), None
+        return True
+
+    def guard(self, secrets: set[str]) -> None:
+        """Remember ``secrets`` and make sure every logger of the HTTP stack carries this filter."""
+        known = logging.root.manager.loggerDict
+        if secrets <= self.secrets and len(known) == self._seen:
+            return
+        self.secrets |= secrets
+        self._seen = len(known)
+        for name in list(known):
+            logger = logging.getLogger(name)
+            if name.startswith(_LOGGER_PREFIXES) and self not in logger.filters:
+                logger.addFilter(self)
+
+
+_LOG_REDACTOR = _RedactSecrets()
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a param/header name carries a credential (``api_key``, ``Authorization``, ``x-api-key``...).
+
+    ``max_tokens`` and ``*_per_token`` prices are not secrets: matching is on whole words of the name.
+    """
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    if len(words) >= 2 and words[-2:] == ["per", "token"]:
+        return False
+    return bool(_SECRET_WORDS.intersection(words)) or any(s in name.lower() for s in ("secret", "apikey", "api_key"))
+
+
+def strip_secrets(value: Any) -> Any:
+    """A copy of ``value`` with every secret-named key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: strip_secrets(v) for k, v in value.items() if not is_secret_name(str(k))}
+    if isinstance(value, list | tuple):
+        return [strip_secrets(v) for v in value]
+    return value
+
+
+def secret_values(value: Any) -> set[str]:
+    """Every string stored under a secret-named key (and the bare token of ``Bearer <token>``), for redaction."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if is_secret_name(str(k)) and isinstance(v, str) and v:
+                found |= {v, v.removeprefix("Bearer ").strip()}
+            found |= secret_values(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            found |= secret_values(v)
+    return {s for s in found if len(s) >= 4}
+
+
+def redact(text: str, secrets: set[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+@functools.cache
+def schema_json(schema: type[BaseModel] | None) -> dict[str, Any] | None:
+    """The JSON schema of ``schema`` (computed once per class: it is hashed and recorded on every call)."""
+    return schema.model_json_schema() if schema is not None else None
+
+
+def request_hash(model: str, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
+                 params: dict[str, Any]) -> str:
+    """sha256 over what determines the answer: model, messages, schema JSON and params without secrets."""
+    hashed = {k: v for k, v in strip_secrets(params).items() if k not in _UNHASHED}
+    body = {"model": model, "messages": messages,
+            "schema": schema_json(schema), "params": hashed}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request for :meth:`JudgeClient.call_many`."""
+
+    messages: list[dict[str, Any]]
+    schema: type[BaseModel] | None = None
+    prompt_id: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """The result of one request: ``value`` (validated object, or text without a schema) or ``error``."""
+
+    call_id: str
+    value: Any = None
+    error: str | None = None
+    cached: bool = False
+    logprobs: list[dict[str, Any]] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Attempts:
+    """Per-call transport state: one provider request per ``send``, retried with backoff; sums usage and cost."""
+
+    client: JudgeClient
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    last: Any = None
+
+    async def send(self, **kwargs: Any) -> Any:
+        """What instructor calls for every (re-)ask; also the plain-text path."""
+        sent = {**kwargs, "num_retries": 0, "max_retries": 0, "timeout": self.client.timeout_s}
+        retry = 0
+        while True:
+            self.attempts += 1
+            try:
+                response = await asyncio.wait_for(litellm.acompletion(**sent), self.client.timeout_s + 1)
+            except Exception as e:  # every provider error goes through the retry decision
+                if retry == self.client.max_retries or not _retryable(e):
+                    raise
+                await asyncio.sleep(self.client.backoff(retry, e))
+                retry += 1
+                continue
+            self._count(response)
+            return response
+
+    def _count(self, response: Any) -> None:
+        self.last = response
+        usage = getattr(response, "usage", None)
+        self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+        self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        self.cost += _response_cost(response)
+
+
+def _retryable(e: BaseException) -> bool:
+    """Timeouts, connection errors, 408/409/429 and 5xx are worth another try; 4xx and bad params are not."""
+    if isinstance(e, TimeoutError | litellm.Timeout | litellm.APIConnectionError):
+        return True
+    status = getattr(e, "status_code", None)
+    return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
+
+
+def retry_after_s(e: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (``retry-after-ms`` or ``Retry-After``, seconds or HTTP date)."""
+    headers = getattr(getattr(e, "response", None), "headers", None) or getattr(e, "litellm_response_headers", None)
+    if not headers:
+        return None
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def _response_cost(response: Any) -> float:
+    """LiteLLM's cost for one response (it prices it from its cost map or custom per-token prices); 0 if unknown."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    return float(hidden.get("response_cost") or 0.0)
+
+
+def _logprobs(response: Any) -> list[dict[str, Any]] | None:
+    """OpenAI-style ``choices[0].logprobs.content`` as plain dicts, or None when the provider gave none."""
+    choices = getattr(response, "choices", None) or []
+    content = getattr(getattr(choices[0], "logprobs", None), "content", None) if choices else None
+    if not content:
+        return None
+
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    return [{"token": get(t, "token"), "logprob": get(t, "logprob"),
+             "top_logprobs": [{"token": get(a, "token"), "logprob": get(a, "logprob")}
+                              for a in get(t, "top_logprobs") or []]} for t in content]
+
+
+def _raw_text(response: Any) -> str | None:
+    """The message text or tool-call arguments of a response, kept on failures for diagnosis."""
+    try:
+        message = response.choices[0].message
+    except (AttributeError, IndexError, TypeError):
+        return None
+    calls = getattr(message, "tool_calls", None) or []
+    return calls[0].function.arguments if calls else message.content
+
+
+def _as_dicts(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    return [m.model_dump() if isinstance(m, BaseModel) else dict(m) for m in messages]
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, also when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@dataclass
+class _LoopState:
+    """What must belong to one event loop: the concurrency bound and the requests in flight."""
+
+    semaphore: asyncio.Semaphore
+    inflight: dict[str, asyncio.Future[CallOutcome]] = field(default_factory=dict)
+
+
+class JudgeClient:
+    """Structured (schema) or plain-text LLM calls with concurrency, retries, cache, budget and a call log.
+
+    ``params`` (``api_base``, ``api_key``, ``temperature``, ``logprobs``...) go to ``litellm.acompletion`` on
+    every call; per-call ``params`` override them. ``instructor_mode`` (an ``instructor.Mode``) picks how the
+    schema is asked for (default tools; the local provider brings its own).
+    """
+
+    backoff_base_s = 0.5
+    backoff_max_s = 30.0
+
+    def __init__(self, model: str, *, store: Store | None = None, run_id: str | None = None, concurrency: int = 8,
+                 max_retries: int = 4, validation_retries: int = 2, timeout_s: float = 60,
+                 budget_usd: float | None = None, **params: Any):
+        self.model = model
+        self.store = store
+        self.run_id = run_id
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.validation_retries = validation_retries
+        self.timeout_s = timeout_s
+        self.budget_usd = budget_usd
+        self.params = params
+        mode = params.pop("instructor_mode", None)
+        if model.startswith("local/"):  # imported lazily: the local provider brings torch
+            from traitlab.judges.local import INSTRUCTOR_MODE, register_local_provider
+
+            register_local_provider()
+            mode = mode or INSTRUCTOR_MODE
+        self.mode: instructor.Mode = mode or instructor.Mode.TOOLS
+        self.spent_usd = store.run_cost(run_id) if store is not None and run_id is not None else 0.0
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self.budget_usd is not None and self.spent_usd >= self.budget_usd
+
+    def backoff(self, retry: int, error: BaseException) -> float:
+        """Seconds before retry number ``retry`` (0-based): the provider's Retry-After if given, else jittered
+        exponential backoff."""
+        asked = retry_after_s(error)
+        if asked is not None:
+            return min(asked, MAX_RETRY_AFTER_S)
+        return min(self.backoff_base_s * 2**retry, self.backoff_max_s) * random.uniform(0.5, 1.0)
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        if loop not in self._loops:
+            self._loops[loop] = _LoopState(asyncio.Semaphore(self.concurrency))
+        return self._loops[loop]
+
+    async def acall(self, messages: Sequence[Any], schema: type[BaseModel] | None = None, *, prompt_id: str = "",
+                    params: dict[str, Any] | None = None) -> CallOutcome:
+        """One call: from the store if an identical request completed before, else from the provider."""
+        msgs = _as_dicts(messages)
+        merged = {**self.params, **(params or {})}
+        key = request_hash(self.model, msgs, schema, merged)
+        state = self._loop_state()
+        if key in state.inflight:  # an identical request is being made right now: share its answer
+            shared = await asyncio.shield(state.inflight[key])
+            return dataclasses.replace(shared, cached=shared.ok)
+        future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
+        state.inflight[key] = future
+        try:
+            # the semaphore is taken first so that calls start in request order (the budget stops the tail);
+            # store I/O runs in a thread so the event loop keeps other requests moving
+            async with state.semaphore:
+                hit = await asyncio.to_thread(self._cached, key, schema) if self.store is not None else None
+                outcome = hit or await self._provider_call(key, msgs, schema, prompt_id, merged)
+            future.set_result(outcome)
+            return outcome
+        except BaseException:  # cancelled or interrupted (provider errors are outcomes, not exceptions)
+            future.cancel()
+            raise
+        finally:
+            del state.inflight[key]
+
+    def call_many(self, requests: Sequence[Request], progress: str | None = "calls") -> list[CallOutcome]:
+        """All ``requests`` with bounded concurrency, in order; a rich progress bar unless ``progress`` is None."""
+        return _run_sync(self._call_many(list(requests), progress))
+
+    async def _call_many(self, requests: list[Request], progress: str | None) -> list[CallOutcome]:
+        from rich.progress import Progress
+
+        with Progress(transient=True, disable=not progress) as bar:
+            task = bar.add_task(progress or "", total=len(requests))
+
+            async def one(r: Request) -> CallOutcome:
+                out = await self.acall(r.messages, r.schema, prompt_id=r.prompt_id, params=r.params)
+                bar.advance(task)
+                return out
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def _cached(self, key: str, schema: type[BaseModel] | None) -> CallOutcome | None:
+        record = self.store.cached_call(key) if self.store is not None else None
+        if record is None:
+            return None
+        body = record.response or {}
+        try:
+            value = schema.model_validate(body["value"]) if schema is not None else body["value"]
+        except (KeyError, ValidationError):  # same JSON schema but stricter validators now: ask again
+            return None
+        return CallOutcome(call_id=record.call_id, value=value, cached=True, logprobs=body.get("logprobs"),
+                           prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+                           cost=record.cost)
+
+    async def _provider_call(self, key: str, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
+                             prompt_id: str, params: dict[str, Any]) -> CallOutcome:
+        """Send one request (with retries and re-asks), record it, and return its outcome."""
+        call_id = uuid.uuid4().hex
+        secrets = secret_values(params)
+        _LOG_REDACTOR.guard(secrets)
+        tries = _Attempts(self)
+        value: Any = None
+        error: str | None = None
+        started = time.monotonic()
+        if self.budget_exhausted:
+            error = BUDGET_EXHAUSTED
+        else:
+            try:
+                value, raw = await self._ask(tries, messages, schema, params)
+                tries.last = raw
+            except Exception as e:  # recorded as a failure with its text, never turned into a default value
+                error = redact(_describe(e, tries.attempts), secrets)
+        self.spent_usd += tries.cost
+        logprobs = _logprobs(tries.last) if error is None else None
+        response = ({"value": value.model_dump(mode="json") if schema is not None else value, "logprobs": logprobs}
+                    if error is None else {"raw": redact(_raw_text(tries.last) or "", secrets) or None})
+        record = CallRecord(
+            call_id=call_id, request_hash=key, run_id=self.run_id, model=self.model, params=strip_secrets(params),
+            request={"messages": messages, "prompt_id": prompt_id,
+                     "schema": schema_json(schema)},
+            response=response, prompt_tokens=tries.prompt_tokens, completion_tokens=tries.completion_tokens,
+            cost=tries.cost, latency_s=time.monotonic() - started, attempts=tries.attempts, error=error)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.record_call, record)
+        return CallOutcome(call_id=call_id, value=value if error is None else None, error=error,
+                           logprobs=logprobs, prompt_tokens=tries.prompt_tokens,
+                           completion_tokens=tries.completion_tokens, cost=tries.cost)
+
+    async def _ask(self, tries: _Attempts, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
+                   params: dict[str, Any]) -> tuple[Any, Any]:
+        """The provider round trip: plain text directly, structured through instructor (validation re-asks)."""
+        kwargs = {**params, "model": self.model, "messages": messages}
+        if schema is None:
+            response = await tries.send(**kwargs)
+            return response.choices[0].message.content, response
+        patched = instructor.from_litellm(tries.send, mode=self.mode)
+        value, raw = await patched.create_with_completion(response_model=schema,
+                                                          max_retries=self.validation_retries, **kwargs)
+        # instructor answers with an instance of its own subclass of ``schema``; callers compare and pickle the
+        # schema they asked for, so hand back exactly that class
+        return schema.model_validate(value.model_dump()), raw
+
+
+def _describe(e: BaseException, attempts: int) -> str:
+    """Error text for the store: the root cause (instructor wraps provider errors) and how many requests it took."""
+    if isinstance(e, InstructorRetryException):
+        cause = e.__cause__ if e.__cause__ is not None else e
+        kind = "schema validation failed" if e.failed_attempts else "provider error"
+        return f"{kind} after {attempts} request(s): {type(cause).__name__}: {cause}"
+    return f"provider error after {attempts} request(s): {type(e).__name__}: {e}"
