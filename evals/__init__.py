@@ -1,1 +1,1 @@
-"""traitlab.evals"""
+"""traitlab.evals: eval suites (YAML), conversation generation, trait reports, judge benchmark, demo."""
