@@ -18,6 +18,57 @@ def register(app: typer.Typer) -> None:
 def _register_score(app: typer.Typer) -> None:
     """``traitlab score``: rate dialogues on a trait set with an LLM judge."""
 
+    @app.command("score")
+    def score(
+        dialogues: Annotated[Path, typer.Option(help="dialogues JSONL/CSV whose target speaker is rated")],
+        traits: Annotated[Path, typer.Option(help="trait set JSON (a TraitSet or HAL's bare list)")],
+        judge: Annotated[str, typer.Option(help="judge model (LiteLLM name)")] = "local/smollm2-135m",
+        mode: Annotated[Literal["all", "per_trait"], typer.Option(
+            help="all traits in one call, or one call per trait")] = "all",
+        expected: Annotated[bool, typer.Option(
+            help="expected Likert score from the judge's token logprobs")] = False,
+        limit: Annotated[int | None, typer.Option(help="rate the first N dialogues only")] = None,
+        target_role: Annotated[str | None, typer.Option(help="who is rated (default: by file shape)")] = None,
+        budget_usd: Annotated[float | None, typer.Option(help="stop calling the judge beyond this spend")] = None,
+        run_id: Annotated[str | None, typer.Option(help="resume this run (finished calls are cache hits)")] = None,
+        out: Annotated[Path | None, typer.Option(help="also write the ratings as JSONL")] = None,
+        store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
+    ) -> None:
+        """Rate each dialogue's target speaker on every trait; ratings land in the store; prints the run id."""
+        import json
+
+        from rich.console import Console
+        from traitlab.judges.rate import judge_client, rate_dialogues
+
+        from traitlab.data import load_dialogues, load_trait_set
+        from traitlab.settings import store_path
+        from traitlab.store import Store
+
+        console = Console()
+        try:
+            trait_set = load_trait_set(traits)
+            rated = load_dialogues(dialogues, target_role=target_role)[:limit]
+        except ValueError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        config = {"dialogues": str(dialogues), "traits": str(traits), "trait_set_hash": trait_set.hash,
+                  "judge": judge, "mode": mode, "expected": expected, "limit": limit}
+        with Store(store_path(store)) as st:
+            run = st.start_run("score", trait_set.name, config, run_id=run_id)
+            st.add_dialogues(run, rated)
+            client = judge_client(judge, store=st, run_id=run, budget_usd=budget_usd)
+            ratings = rate_dialogues(rated, trait_set, client, mode=mode, expected=expected)
+            failed = st.sql("SELECT count(*) FROM calls WHERE run_id = ? AND error IS NOT NULL", [run])[0][0]
+            summary = {"dialogues": len(rated), "rated": len(ratings), "failed_calls": failed,
+                       "cost_usd": st.run_cost(run)}
+            st.finish_run(run, "done" if ratings else "failed", summary)
+        if out:
+            out.write_text("".join(json.dumps({"id": r.dialogue_id, "judge": r.judge, "ratings": r.ratings}) + "\n"
+                                   for r in ratings), encoding="utf-8")
+        console.print(f"rated {len(ratings)}/{len(rated)} dialogues on {len(trait_set.traits)} traits "
+                      f"({failed} failed calls, ${summary['cost_usd']:.4f})" + (f"; wrote {out}" if out else ""))
+        print(run)
+
 
 def _register_aggregate(app: typer.Typer) -> None:
     """``traitlab fit``: fit the calibrated aggregator."""
@@ -110,3 +161,50 @@ def _register_aggregate(app: typer.Typer) -> None:
 
 def _register_reward(app: typer.Typer) -> None:
     """``traitlab distill`` and ``traitlab reward score``: the local reward."""
+
+    @app.command("distill")
+    def distill(
+        data: Annotated[Path, typer.Option(help="the public data folder (hal_turing/, hal_doctor/)")] = Path(
+            "../shared/data"),
+        out: Annotated[Path, typer.Option(help="folder for the fitted reward")] = Path("local_reward"),
+        seed: Annotated[int, typer.Option(help="training and fold seed")] = 0,
+    ) -> None:
+        """Distil the LLM judge into a local reward (no LLM call at scoring time)."""
+        from traitlab.judges.reward import RewardConfig
+        from traitlab.judges.reward import distill as run
+
+        try:
+            reward = run(data, RewardConfig(seed=seed))
+        except ValueError as e:  # DataError included: one clear line with file:line [field]
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        reward.save(out)
+        held = reward.meta["heldout"]
+        typer.echo(f"saved {out}: held-out pairwise accuracy {held['pairwise_accuracy']:.3f}, "
+                   f"ECE {held['ece']:.3f}, mean trait Spearman {held['trait_spearman_mean']:.3f}")
+
+    reward_app = typer.Typer(help="The distilled local reward.", no_args_is_help=True)
+
+    @reward_app.command("score")
+    def score(
+        dialogues: Annotated[Path, typer.Option(help="JSONL: Turing (messages) or doctor (dialogue) records")],
+        out: Annotated[Path, typer.Option(help="JSONL: {id, score, traits} per input line")],
+        reward: Annotated[Path | None, typer.Option(help="a saved reward folder (default: the shipped one)")] = None,
+    ) -> None:
+        """Score the judged speaker of each dialogue (higher = more human-like); writes all lines or none."""
+        import json
+
+        from traitlab.judges.reward import load_reward
+
+        from traitlab.data import load_dialogues
+
+        try:
+            scores = load_reward(reward).score(load_dialogues(dialogues))
+        except ValueError as e:  # DataError included: one clear line with file:line [field]
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(s.model_dump(mode="json")) + "\n" for s in scores), encoding="utf-8")
+        typer.echo(f"scored {len(scores)} dialogues -> {out}")
+
+    app.add_typer(reward_app, name="reward")
