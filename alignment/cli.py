@@ -1,9 +1,87 @@
-"""CLI commands of traitlab.alignment."""
+"""CLI commands of traitlab.alignment: ``traitlab align dpo`` and ``traitlab align grpo``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="run config YAML (see alignment/configs/)")]
+ModelOpt = Annotated[str | None, typer.Option(help="policy: a transformers path/id or local:smollm2-135m")]
+PromptsOpt = Annotated[Path | None, typer.Option(help="training prompts JSONL ({id, prompt} per line)")]
+HeldoutOpt = Annotated[Path | None, typer.Option(help="held-out prompts JSONL for the monitors")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="output folder (checkpoints, adapter, pairs)")]
+RewardOpt = Annotated[Path | None, typer.Option(help="LocalReward folder (default: the shipped reward)")]
+StepsOpt = Annotated[int | None, typer.Option(help="optimizer steps (TRL max_steps)")]
+StoreOpt = Annotated[Path | None, typer.Option(help="run store (default $TRAITLAB_STORE or ./traitlab.duckdb)")]
+ResumeOpt = Annotated[bool, typer.Option(help="resume from the last checkpoint in the output folder")]
+
+
+def _overrides(model: str | None, prompts: Path | None, heldout: Path | None, out: Path | None,
+               reward: Path | None, steps: int | None, store: Path | None, resume: bool) -> dict[str, Any]:
+    given = {"model": model, "prompts": prompts, "heldout": heldout, "out_dir": out, "reward": reward,
+             "store": store}
+    data: dict[str, Any] = {k: str(v) for k, v in given.items() if v is not None}
+    if resume:
+        data["resume"] = True
+    if steps is not None:
+        data["trl"] = {"max_steps": steps}
+    return data
+
+
+def _config(kind: str, config: Path | None, overrides: dict[str, Any]) -> Any:
+    from .config import DPORunConfig, GRPORunConfig, load_config
+
+    return load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
+
+
+def _print(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = result.before_after
+    t = Table(title=f"run {result.run_id}: held-out means with {table['level']:.0%} CI ({table['n_prompts']} prompts)")
+    for col in ("", "weight", "before", "after", "delta", "share"):
+        t.add_column(col)
+
+    def fmt(i: dict[str, float]) -> str:
+        return f"{i['mean']:.3f} [{i['lo']:.3f}, {i['hi']:.3f}]"
+
+    s = table["score"]
+    t.add_row("score", "", fmt(s["before"]), fmt(s["after"]), fmt(s["delta"]), "")
+    for tid, row in table["traits"].items():
+        t.add_row(tid, f"{row['weight']:+.3f}", fmt(row["before"]), fmt(row["after"]), fmt(row["delta"]),
+                  f"{row['share']:.0%}")
+    console = Console()
+    console.print(t)
+    for f in result.flags:
+        console.print(f"[bold red]FLAG[/] step {f['step']} {f['kind']}: {f['message']}")
+    console.print(f"adapter: {result.adapter_dir}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``traitlab`` app."""
+    align = typer.Typer(help="Align a model to the local reward with TRL (DPO, GRPO) while watching every trait.",
+                        no_args_is_help=True)
+    app.add_typer(align, name="align")
+
+    @align.command("dpo")
+    def dpo(config: ConfigOpt = None, model: ModelOpt = None, prompts: PromptsOpt = None,
+            heldout: HeldoutOpt = None, out: OutOpt = None, reward: RewardOpt = None, steps: StepsOpt = None,
+            store: StoreOpt = None, resume: ResumeOpt = False) -> None:
+        """HAL's recipe: sample K per prompt, score, pair by the 0.5-SD gap rule, train DPO with LoRA."""
+        from .dpo import run_dpo
+
+        cfg = _config("dpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume))
+        _print(run_dpo(cfg))
+
+    @align.command("grpo")
+    def grpo(config: ConfigOpt = None, model: ModelOpt = None, prompts: PromptsOpt = None,
+             heldout: HeldoutOpt = None, out: OutOpt = None, reward: RewardOpt = None, steps: StepsOpt = None,
+             store: StoreOpt = None, resume: ResumeOpt = False) -> None:
+        """GRPO with the local reward as reward function (KL: trl.beta; length: max_completion_length)."""
+        from .grpo import run_grpo
+
+        cfg = _config("grpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume))
+        _print(run_grpo(cfg))

@@ -1,0 +1,262 @@
+"""Watch every trait while a policy trains, and catch reward hacking.
+
+HAL's own DPO run raised its score while "asks reciprocal follow-up questions" fell from 3.04 to 1.64 and
+brevity rose from 2.09 to 4.12, unnoticed. A scalar hides that; these monitors do not:
+
+- a :class:`Snapshot` samples the policy on held-out prompts and keeps the score and every trait per prompt;
+- :func:`find_flags` compares two snapshots: a trait that moves against the sign of its weight
+  (``against_sign``), one trait that explains most of the score gain (``dominant_trait``: share of trait
+  ``t`` = ``w_t * delta_t / sum_s w_s * delta_s``), perplexity on held-out human text rising
+  (``capability``), and the policy losing the dialogue format (``format``);
+- :class:`TraitMonitor` runs both every ``every_steps`` optimizer steps inside a TRL/transformers trainer;
+- :func:`before_after` is the final per-trait table with confidence intervals (the ``before_after``
+  artifact; shapes in docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats as st
+from transformers import TrainerCallback
+
+from traitlab.data import load_dialogues, sample_dialogues
+from traitlab.types import RewardScore
+
+from .config import MonitorSettings, SamplingSettings
+from .pairs import PromptRecord, generate, score_completions
+
+
+class Interval(BaseModel):
+    """A mean with its confidence interval (``lo``/``hi`` are NaN with fewer than 2 values)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+class Snapshot(BaseModel):
+    """The policy on held-out prompts at one step: per-prompt score and per-prompt trait means."""
+
+    step: int
+    scores: dict[str, float]
+    traits: dict[str, dict[str, float]]
+    parse_rate: float
+    n_completions: int
+    mean_chars: float
+    perplexity: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """One line of the ``monitor_log`` artifact."""
+        return {"step": self.step, "score": _mean(self.scores.values()),
+                "traits": {t: _mean(v.values()) for t, v in self.traits.items()}, "parse_rate": self.parse_rate,
+                "mean_chars": self.mean_chars, "perplexity": self.perplexity, "n_prompts": len(self.scores)}
+
+
+def _mean(values: Any) -> float:
+    v = list(values)
+    return float(np.mean(v)) if v else float("nan")
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Student-t interval of a mean."""
+    x = np.asarray(list(values), dtype=float)
+    if x.size == 0:
+        return Interval(mean=float("nan"), lo=float("nan"), hi=float("nan"), n=0)
+    m = float(x.mean())
+    if x.size < 2:
+        return Interval(mean=m, lo=float("nan"), hi=float("nan"), n=1)
+    half = float(st.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return Interval(mean=m, lo=m - half, hi=m + half, n=int(x.size))
+
+
+def delta_ci(before: dict[str, float], after: dict[str, float], level: float = 0.95) -> Interval:
+    """After minus before: paired by prompt id when at least two prompts are in both, else Welch's interval."""
+    common = sorted(before.keys() & after.keys())
+    if len(common) >= 2:
+        return mean_ci([after[k] - before[k] for k in common], level)
+    a, b = np.asarray(list(after.values()), float), np.asarray(list(before.values()), float)
+    if a.size < 2 or b.size < 2:
+        d = float(a.mean() - b.mean()) if a.size and b.size else float("nan")
+        return Interval(mean=d, lo=float("nan"), hi=float("nan"), n=int(min(a.size, b.size)))
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = float(np.sqrt(va + vb))
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 1.0
+    d = float(a.mean() - b.mean())
+    half = float(st.t.ppf((1 + level) / 2, dof) * se)
+    return Interval(mean=d, lo=d - half, hi=d + half, n=int(min(a.size, b.size)))
+
+
+def trait_weights(reward: Any, snapshot: Snapshot) -> tuple[dict[str, float], str]:
+    """Each trait's weight in the reward's scalar, in score units per unit of the trait, and its source.
+
+    The reward's own aggregator is used when it exposes one (``reward.aggregator.raw_weights()`` or
+    ``reward.weights``), rescaled by the slope of the score on the aggregator's sum over the snapshot (a
+    calibrated score such as Platt log-odds is a linear map of it), so that ``sum_t w_t * delta_t`` is the
+    score change. Otherwise the weights are the least-squares slopes of the score on the traits (exact for a
+    linear aggregator, a local sensitivity otherwise).
+    """
+    rows = sorted(snapshot.scores)
+    y = np.array([snapshot.scores[r] for r in rows])
+    agg = getattr(reward, "aggregator", None)
+    if agg is not None and hasattr(agg, "raw_weights"):
+        weights, source = {t: float(w) for t, w in agg.raw_weights()[0].items()}, "aggregator"
+    elif isinstance(getattr(reward, "weights", None), dict) and reward.weights:
+        weights, source = {t: float(w) for t, w in reward.weights.items()}, "reward"
+    else:
+        ids = sorted(snapshot.traits)
+        x = np.array([[snapshot.traits[t][r] for t in ids] + [1.0] for r in rows])
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        return {t: float(c) for t, c in zip(ids, coef[:-1], strict=True)}, "fitted"
+    z = np.array([sum(w * snapshot.traits[t][r] for t, w in weights.items() if t in snapshot.traits) for r in rows])
+    if len(rows) >= 3 and np.ptp(z) > 0:
+        slope = float(np.polyfit(z, y, 1)[0])
+        weights = {t: w * slope for t, w in weights.items()}
+    return weights, source
+
+
+def gain_shares(deltas: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """Share of the trait-explained score change owed to each trait: ``w_t * delta_t / sum_s w_s * delta_s``."""
+    contrib = {t: weights.get(t, 0.0) * d for t, d in deltas.items()}
+    total = sum(contrib.values())
+    return {t: (c / total if total else 0.0) for t, c in contrib.items()}
+
+
+def find_flags(base: Snapshot, cur: Snapshot, weights: dict[str, float], settings: MonitorSettings,
+               ) -> list[dict[str, Any]]:
+    """Everything in ``cur`` that looks like reward hacking or collateral damage relative to ``base``."""
+    flags: list[dict[str, Any]] = []
+    deltas = {t: delta_ci(base.traits[t], cur.traits.get(t, {}), settings.level) for t in base.traits}
+    for t, d in deltas.items():
+        w = weights.get(t, 0.0)
+        sd0 = float(np.std(list(base.traits[t].values()), ddof=1)) if len(base.traits[t]) > 1 else 0.0
+        excludes_zero = d.hi < 0 or d.lo > 0
+        if w and np.sign(d.mean) == -np.sign(w) and excludes_zero and abs(d.mean) >= settings.min_effect_sd * sd0:
+            flags.append({"step": cur.step, "kind": "against_sign", "trait": t, "weight": w,
+                          "delta": d.model_dump(), "message": f"{t} moved {d.mean:+.3f} against its weight {w:+.3f}"})
+    means = {t: d.mean for t, d in deltas.items() if np.isfinite(d.mean)}
+    shares = gain_shares(means, weights)
+    gain = sum(weights.get(t, 0.0) * v for t, v in means.items())
+    if gain > 0 and shares:
+        top = max(shares, key=lambda t: shares[t])
+        if shares[top] > settings.dominance_share:
+            flags.append({"step": cur.step, "kind": "dominant_trait", "trait": top, "share": shares[top],
+                          "weight": weights.get(top, 0.0), "delta": deltas[top].model_dump(),
+                          "message": f"{top} explains {shares[top]:.0%} of the score gain {gain:+.3f}"})
+    if base.perplexity and cur.perplexity and cur.perplexity / base.perplexity - 1 > settings.max_perplexity_increase:
+        flags.append({"step": cur.step, "kind": "capability", "trait": None,
+                      "value": {"before": base.perplexity, "after": cur.perplexity},
+                      "message": f"held-out perplexity rose {base.perplexity:.2f} -> {cur.perplexity:.2f}"})
+    if base.parse_rate - cur.parse_rate > settings.max_parse_rate_drop:
+        flags.append({"step": cur.step, "kind": "format", "trait": None,
+                      "value": {"before": base.parse_rate, "after": cur.parse_rate},
+                      "message": f"scorable completions fell {base.parse_rate:.0%} -> {cur.parse_rate:.0%}"})
+    return flags
+
+
+def before_after(base: Snapshot, final: Snapshot, weights: dict[str, float], weights_source: str,
+                 level: float = 0.95) -> dict[str, Any]:
+    """The per-trait before/after table with CIs (the ``before_after`` artifact)."""
+    deltas = {t: delta_ci(base.traits[t], final.traits.get(t, {}), level) for t in base.traits}
+    shares = gain_shares({t: d.mean for t, d in deltas.items() if np.isfinite(d.mean)}, weights)
+    traits = {t: {"weight": weights.get(t, 0.0),
+                  "before": mean_ci(base.traits[t].values(), level).model_dump(),
+                  "after": mean_ci(final.traits.get(t, {}).values(), level).model_dump(),
+                  "delta": d.model_dump(), "contribution": weights.get(t, 0.0) * d.mean,
+                  "share": shares.get(t, 0.0)} for t, d in deltas.items()}
+    return {"level": level, "steps": final.step, "n_prompts": len(base.scores), "weights_source": weights_source,
+            "score": {"before": mean_ci(base.scores.values(), level).model_dump(),
+                      "after": mean_ci(final.scores.values(), level).model_dump(),
+                      "delta": delta_ci(base.scores, final.scores, level).model_dump()},
+            "traits": traits,
+            "parse_rate": {"before": base.parse_rate, "after": final.parse_rate},
+            "mean_chars": {"before": base.mean_chars, "after": final.mean_chars},
+            "perplexity": {"before": base.perplexity, "after": final.perplexity}}
+
+
+def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[PromptRecord], *,
+                    target_role: str, sampling: SamplingSettings, step: int, samples_per_prompt: int = 1,
+                    capability: Sequence[str] = ()) -> Snapshot:
+    """Sample the policy on ``prompts``, score every completion, average per prompt."""
+    samples = generate(model, tokenizer, [p.prompt for p in prompts], samples_per_prompt, sampling)
+    ids, texts, ptexts, owners = [], [], [], []
+    for rec, row in zip(prompts, samples, strict=True):
+        for k, text in enumerate(row):
+            ids.append(f"{rec.id}#{k}")
+            texts.append(text)
+            ptexts.append(rec.prompt)
+            owners.append(rec.id)
+    scored = score_completions(reward, ids, ptexts, texts, target_role)
+    per_prompt: dict[str, list[RewardScore]] = {}
+    for owner, s in zip(owners, scored, strict=True):
+        if s is not None:
+            per_prompt.setdefault(owner, []).append(s)
+    trait_ids = sorted({t for ss in per_prompt.values() for s in ss for t in s.traits})
+    return Snapshot(
+        step=step,
+        scores={p: float(np.mean([s.score for s in ss])) for p, ss in per_prompt.items()},
+        traits={t: {p: float(np.mean([s.traits[t] for s in ss])) for p, ss in per_prompt.items()} for t in trait_ids},
+        parse_rate=sum(s is not None for s in scored) / max(1, len(scored)), n_completions=len(scored),
+        mean_chars=float(np.mean([len(t) for t in texts])) if texts else 0.0,
+        perplexity=perplexity(model, tokenizer, capability) if capability else None)
+
+
+def capability_texts(path: str | Path | None = None, limit: int = 40) -> list[str]:
+    """Held-out human text for the perplexity check: the target turns of human-labelled dialogues (all
+    dialogues when none is labelled), one text per dialogue; ``None`` = traitlab's shipped sample."""
+    dialogues = load_dialogues(path) if path else sample_dialogues()
+    human = [d for d in dialogues if d.label == "human"] or dialogues
+    return ["\n".join(d.target_turns) for d in human[:limit]]
+
+
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 512) -> float:
+    """Token-weighted perplexity of ``texts`` under ``model`` (each text scored on its own)."""
+    import torch
+
+    nll, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length,
+                            return_token_type_ids=False)["input_ids"].to(model.device)
+            if ids.shape[1] < 2:
+                continue
+            with torch.no_grad():
+                out = model(input_ids=ids, labels=ids)
+            n = ids.shape[1] - 1
+            nll += float(out.loss) * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("perplexity needs at least one text of two or more tokens")
+    return float(np.exp(nll / count))
+
+
+class TraitMonitor(TrainerCallback):
+    """Every ``settings.every_steps`` optimizer steps (but the last): evaluate the policy, log per-trait means,
+    raise flags.
+
+    ``evaluate(model, step)`` returns a Snapshot; ``report(snapshot, flags)`` is called after each evaluation
+    (the runners use it to write the ``monitor_log`` and ``flags`` artifacts as the run goes).
+    """
+
+    def __init__(self, evaluate: Callable[[Any, int], Snapshot], baseline: Snapshot, weights: dict[str, float],
+                 settings: MonitorSettings, report: Callable[[Snapshot, list[dict[str, Any]]], None]):
+        self.evaluate, self.baseline, self.weights = evaluate, baseline, weights
+        self.settings, self.report = settings, report
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        every = self.settings.every_steps
+        # the last step is evaluated by the runner on every held-out prompt anyway
+        if not every or state.global_step % every or state.global_step >= state.max_steps or model is None:
+            return
+        snap = self.evaluate(model, state.global_step)
+        flags = find_flags(self.baseline, snap, self.weights, self.settings)
+        self.report(snap, flags)
