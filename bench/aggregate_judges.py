@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from traitlab.judges.aggregate import aggregator_from_hl16, average_judges, fit_aggregator, pairwise_accuracy
 
 from traitlab.data import load_dialogues, load_ratings, load_trait_set
+from traitlab.judges.aggregate import aggregator_from_hl16, average_judges, fit_aggregator, pairwise_accuracy
 
 REPO = Path(__file__).resolve().parent.parent
 JUDGES = ["gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-oss-120b", "gpt-oss-20b"]

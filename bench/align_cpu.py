@@ -64,11 +64,11 @@ def main() -> None:
     a = ap.parse_args()
 
     import torch
+
+    import traitlab  # noqa: F401  (offline knobs first)
     from traitlab.alignment.config import DPORunConfig, validate_config
     from traitlab.alignment.dpo import run_dpo
     from traitlab.judges.reward import load_reward
-
-    import traitlab  # noqa: F401  (offline knobs first)
     from traitlab.store import Store
 
     torch.set_num_threads(a.threads)

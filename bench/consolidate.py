@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from traitlab.discovery.consolidate import consolidate, recall
 
 from traitlab.data import load_proposals, load_trait_set
+from traitlab.discovery.consolidate import consolidate, recall
 from traitlab.embed import embed_texts
 
 REPO = Path(__file__).resolve().parent.parent

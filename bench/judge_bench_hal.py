@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from traitlab.evals.judge_bench import agreement_rich_table, agreement_table
 
 from traitlab.data import load_ratings, load_trait_set
+from traitlab.evals.judge_bench import agreement_rich_table, agreement_table
 
 REPO = Path(__file__).resolve().parent.parent
 

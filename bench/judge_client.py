@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from loopback_server import LoopbackServer
-from traitlab.judges import JudgeClient, Request
 
+from traitlab.judges import JudgeClient, Request
 from traitlab.store import Store
 
 

@@ -13,9 +13,10 @@ import argparse
 import statistics
 import time
 
-import traitlab.judges.local as local
 from rich.console import Console
 from rich.table import Table
+
+import traitlab.judges.local as local
 
 TRAITS = ["warmth", "humour", "typos", "hedging", "brevity"]
 LIKERT = {

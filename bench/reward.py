@@ -19,6 +19,9 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+
+import traitlab  # noqa: F401  (offline knobs first)
+from traitlab.data import load_dialogues, load_ratings
 from traitlab.judges.aggregate import fit_arrays, fit_linear, grouped_folds, pairwise_accuracy_groups
 from traitlab.judges.reward import (
     LocalReward,
@@ -30,9 +33,6 @@ from traitlab.judges.reward import (
     training_set,
 )
 from traitlab.judges.reward_features import EncoderConfig, _load, features, target_text
-
-import traitlab  # noqa: F401  (offline knobs first)
-from traitlab.data import load_dialogues, load_ratings
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {"fp32, length-sorted, 256 tok (shipped)": EncoderConfig(),

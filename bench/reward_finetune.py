@@ -26,6 +26,7 @@ def prepare(out: Path) -> None:
     import shutil
 
     from safetensors.torch import load_file, save_file
+
     from traitlab.judges.aggregate import grouped_folds
     from traitlab.judges.reward import RewardConfig, training_set
     from traitlab.judges.reward_features import encoder_path, style_features, target_text

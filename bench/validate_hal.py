@@ -13,9 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from traitlab.discovery.validate import labels_of, validate, write_table
-
 from traitlab.data import load_dialogues, load_ratings, load_trait_set
+from traitlab.discovery.validate import labels_of, validate, write_table
 
 REPO = Path(__file__).resolve().parent.parent
 

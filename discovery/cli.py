@@ -46,11 +46,11 @@ def discover(
 ) -> None:
     """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged."""
     from rich.console import Console
+
+    from traitlab.data import load_dialogues, load_proposals, pair_dialogues
     from traitlab.discovery.consolidate import consolidate
     from traitlab.discovery.propose import position_bias, propose, write_proposals
     from traitlab.judges.rate import judge_client
-
-    from traitlab.data import load_dialogues, load_proposals, pair_dialogues
     from traitlab.settings import store_path
     from traitlab.store import Store
 
@@ -121,9 +121,9 @@ def validate_cmd(
     """Per-trait AUC, effect sizes, FDR-corrected tests, redundancy and judge agreement; selects traits."""
     from rich.console import Console
     from rich.table import Table
-    from traitlab.discovery.validate import labels_of, validate, write_table
 
     from traitlab.data import load_dialogues, load_ratings, load_trait_set
+    from traitlab.discovery.validate import labels_of, validate, write_table
     from traitlab.settings import store_path
     from traitlab.store import Store
 

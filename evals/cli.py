@@ -10,8 +10,8 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from traitlab.evals.judge_bench import InverseTuringResult
 
+    from traitlab.evals.judge_bench import InverseTuringResult
     from traitlab.store import Store
     from traitlab.types import TraitSet
 
@@ -46,10 +46,10 @@ def eval_cmd(
 ) -> None:
     """Have a suite's conversations with a model, score them, and record an eval run."""
     from rich.console import Console
-    from traitlab.evals.generate import run_suite
-    from traitlab.evals.suite import load_suite
 
     from traitlab.data import DataError
+    from traitlab.evals.generate import run_suite
+    from traitlab.evals.suite import load_suite
     from traitlab.settings import store_path
     from traitlab.store import Store
 
@@ -76,7 +76,6 @@ def report_cmd(
 ) -> None:
     """Write a self-contained HTML report (plus JSON and markdown) of one or more runs."""
     from traitlab.evals.report import aggregator_view, build_report, reward_view
-
     from traitlab.settings import store_path
     from traitlab.store import Store
 
@@ -113,9 +112,9 @@ def judge_bench_cmd(
     """Judge benchmark: inter-judge agreement (--ratings or --run), test-retest (--run [--model --repeat N]),
     Inverse Turing (--model --pairs)."""
     from rich.console import Console
-    from traitlab.evals import judge_bench as jb
 
     from traitlab.data import DataError, load_proposals, load_ratings, load_trait_set
+    from traitlab.evals import judge_bench as jb
     from traitlab.settings import store_path
     from traitlab.store import Store
 
@@ -148,9 +147,9 @@ def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None,
                 trait_set: TraitSet | None, texts: dict[str, str]) -> None:
     """Inter-judge agreement and test-retest over the ratings of ``runs`` (after new repeats, if asked)."""
     from rich.table import Table
-    from traitlab.evals import judge_bench as jb
 
     from traitlab.data import sample_trait_set
+    from traitlab.evals import judge_bench as jb
 
     rs = [r for rid in runs for r in st.ratings(rid)]
     if model:
@@ -172,10 +171,9 @@ def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None,
 
 
 def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, n: int) -> None:
+    from traitlab.data import load_dialogues, pair_dialogues
     from traitlab.evals import judge_bench as jb
     from traitlab.judges.client import JudgeClient
-
-    from traitlab.data import load_dialogues, pair_dialogues
 
     rid = st.start_run("judge-bench", f"inverse Turing: {model}", {"model": model, "pairs": str(pairs), "n": n})
     res = jb.inverse_turing(pair_dialogues(load_dialogues(pairs, skipped=[]))[:n], JudgeClient(model, store=st,
@@ -201,6 +199,7 @@ def demo_cmd(
     """The whole offline loop: sample data -> local reward -> eval of the offline model -> judge -> report."""
     from rich.console import Console
     from rich.table import Table
+
     from traitlab.evals.demo import run_demo
 
     started = time.perf_counter()

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from traitlab.data import sample_dialogues, sample_trait_set
 from traitlab.evals.generate import EvalResult, run_suite, score_judge, score_reward
 from traitlab.evals.report import ReportPaths, build_report, reward_view
 from traitlab.evals.suite import load_suite
-
-from traitlab.data import sample_dialogues, sample_trait_set
 from traitlab.store import Store
 
 OFFLINE_MODEL = "local/smollm2-135m"

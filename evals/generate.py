@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from traitlab.evals.report import REWARD_TRAIT_SET_ARTIFACT, SCORES_ARTIFACT, TRAIT_SET_ARTIFACT
-from traitlab.evals.suite import Suite, doctor_personas
 
 from traitlab.data import load_dialogues, load_trait_set, sample_dialogues, sample_trait_set
+from traitlab.evals.report import REWARD_TRAIT_SET_ARTIFACT, SCORES_ARTIFACT, TRAIT_SET_ARTIFACT
+from traitlab.evals.suite import Suite, doctor_personas
 from traitlab.settings import data_dir as default_data_dir
 from traitlab.store import Store
 from traitlab.types import Dialogue, Message, TraitRatings, TraitSet

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from traitlab.evals.svg import Interval, Markup, el, histogram, interval_plot, reliability_diagram, signed_bars, table
 
 from traitlab import stats
 from traitlab.data import sample_trait_set
+from traitlab.evals.svg import Interval, Markup, el, histogram, interval_plot, reliability_diagram, signed_bars, table
 from traitlab.store import Store
 from traitlab.types import Dialogue, Message, TraitRatings, TraitSet
 

@@ -38,9 +38,9 @@ def _register_score(app: typer.Typer) -> None:
         import json
 
         from rich.console import Console
-        from traitlab.judges.rate import judge_client, rate_dialogues
 
         from traitlab.data import load_dialogues, load_trait_set
+        from traitlab.judges.rate import judge_client, rate_dialogues
         from traitlab.settings import store_path
         from traitlab.store import Store
 
@@ -95,9 +95,9 @@ def _register_aggregate(app: typer.Typer) -> None:
         """Fit a calibrated logistic aggregator on trait ratings, cross-validated by game."""
         from rich.console import Console
         from rich.table import Table
-        from traitlab.judges.aggregate import average_judges, fit_aggregator
 
         from traitlab.data import load_dialogues, load_ratings, load_trait_set
+        from traitlab.judges.aggregate import average_judges, fit_aggregator
         from traitlab.settings import store_path
         from traitlab.store import Store
 
@@ -194,9 +194,8 @@ def _register_reward(app: typer.Typer) -> None:
         """Score the judged speaker of each dialogue (higher = more human-like); writes all lines or none."""
         import json
 
-        from traitlab.judges.reward import load_reward
-
         from traitlab.data import load_dialogues
+        from traitlab.judges.reward import load_reward
 
         try:
             scores = load_reward(reward).score(load_dialogues(dialogues))

@@ -28,7 +28,6 @@ from traitlab.types import Dialogue, TraitRatings, TraitSet
 
 if TYPE_CHECKING:
     from traitlab.judges.client import CallOutcome, JudgeClient, Request
-
     from traitlab.store import Store
 
 PROMPTS = Path(__file__).parent / "prompts"

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
 from traitlab.judges.aggregate import (
     Aggregator,
     Calibration,
@@ -42,8 +44,6 @@ from traitlab.judges.aggregate import (
 )
 from traitlab.judges.reward_features import STYLE_FEATURES, EncoderConfig, encoder_path, features, style_features
 from traitlab.judges.reward_hf_modeling import TraitHead
-
-from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
 from traitlab.types import Dialogue, Message, RewardScore, TraitSet
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
@@ -316,8 +316,9 @@ class LocalReward:
         """Save as a Hugging Face model: ``AutoModelForSequenceClassification.from_pretrained(path,
         trust_remote_code=True)`` gives ``logits[:, 0]`` = this reward's score (fp32 encoder; pass
         ``style_features`` for the exact score, see ``reward_hf_modeling``)."""
-        from traitlab.judges import reward_hf_modeling as hf
         from transformers import AutoModel, AutoTokenizer
+
+        from traitlab.judges import reward_hf_modeling as hf
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

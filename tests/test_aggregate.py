@@ -7,6 +7,9 @@ import json
 import numpy as np
 import pytest
 import typer
+from typer.testing import CliRunner
+
+from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
 from traitlab.judges import cli as judges_cli
 from traitlab.judges.aggregate import (
     Aggregator,
@@ -21,9 +24,6 @@ from traitlab.judges.aggregate import (
     pairwise_accuracy,
     reliability_bins,
 )
-from typer.testing import CliRunner
-
-from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
 from traitlab.store import Store
 from traitlab.types import TraitRatings
 

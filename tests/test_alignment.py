@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from traitlab.alignment.config import DPORunConfig, GRPORunConfig, MonitorSettings, load_config
 from traitlab.alignment.monitors import Snapshot, before_after, delta_ci, find_flags, gain_shares, mean_ci
 from traitlab.alignment.pairs import PromptRecord, build_pairs, completion_dialogue, load_prompts
-
 from traitlab.data import DataError
 from traitlab.types import RewardScore
 
@@ -273,9 +273,9 @@ def test_grpo_reward_fn_penalises_length_and_format():
 def test_cli_align_dpo_on_a_saved_model(tiny_policy, tmp_path):
     import typer
     import yaml
-    from traitlab.alignment import cli as align_cli
     from typer.testing import CliRunner
 
+    from traitlab.alignment import cli as align_cli
     from traitlab.store import Store
 
     make, tok = tiny_policy

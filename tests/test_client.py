@@ -13,9 +13,9 @@ import time
 import pytest
 from loopback_server import LoopbackServer, request_key, value_for
 from pydantic import BaseModel, ConfigDict, Field
+
 from traitlab.judges import CallOutcome, JudgeClient, Request
 from traitlab.judges.client import is_secret_name, request_hash
-
 from traitlab.store import Store
 
 API_KEY = "sk-test-DO-NOT-LEAK-4f9a2c"

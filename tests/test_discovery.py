@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 from sklearn.metrics import roc_auc_score
+
+from traitlab import stats
+from traitlab.data import load_dialogues, load_proposals, load_ratings, load_trait_set, pair_dialogues
 from traitlab.discovery.consolidate import (
     MergeAnswer,
     MergedTrait,
@@ -27,9 +30,6 @@ from traitlab.discovery.propose import (
 )
 from traitlab.discovery.validate import labels_of, validate, write_table
 from traitlab.judges.client import CallOutcome
-
-from traitlab import stats
-from traitlab.data import load_dialogues, load_proposals, load_ratings, load_trait_set, pair_dialogues
 from traitlab.prompts import fenced_spans
 from traitlab.types import TraitRatings, TraitSet
 

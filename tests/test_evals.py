@@ -6,6 +6,8 @@ from __future__ import annotations
 import instructor
 import numpy as np
 import pytest
+
+from traitlab.data import DataError, load_dialogues, load_ratings, pair_dialogues, sample_dialogues
 from traitlab.evals.generate import plan, run_suite
 from traitlab.evals.judge_bench import (
     VerdictRecord,
@@ -16,8 +18,6 @@ from traitlab.evals.judge_bench import (
     verdicts_from_proposals,
 )
 from traitlab.evals.suite import SUITES, load_suite
-
-from traitlab.data import DataError, load_dialogues, load_ratings, pair_dialogues, sample_dialogues
 from traitlab.types import TraitRatings
 
 MINI = """\
@@ -192,9 +192,8 @@ def test_tiny_offline_eval(store):
 
 
 def test_repeat_ratings_make_distinct_calls(store):
-    from traitlab.evals.judge_bench import repeat_ratings
-
     from traitlab.data import sample_trait_set
+    from traitlab.evals.judge_bench import repeat_ratings
 
     ts = sample_trait_set()
     answer = "{" + ", ".join(f'"{t}": {1 + i % 5}' for i, t in enumerate(ts.ids)) + "}"

@@ -11,6 +11,7 @@ import instructor
 import litellm
 import pytest
 from pydantic import BaseModel, Field
+
 from traitlab.judges.local import INSTRUCTOR_MODE, STRING_CAP, bounded_schema, register_local_provider
 
 MODEL = "local/smollm2-135m"

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from traitlab.judges.client import JudgeClient
-from traitlab.judges.rate import expected_scores, prompt_version, rate_dialogues, rating_messages, ratings_model
 
 from traitlab.data import sample_dialogues, sample_trait_set
+from traitlab.judges.client import JudgeClient
+from traitlab.judges.rate import expected_scores, prompt_version, rate_dialogues, rating_messages, ratings_model
 from traitlab.prompts import fenced_spans
 from traitlab.types import Dialogue, Message, TraitSet
 

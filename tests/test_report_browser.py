@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from traitlab.evals.report import SCORES_ARTIFACT, build_report, compare_runs
-from traitlab.evals.svg import el, esc
 
 from traitlab.data import sample_dialogues, sample_trait_set
+from traitlab.evals.report import SCORES_ARTIFACT, build_report, compare_runs
+from traitlab.evals.svg import el, esc
 from traitlab.types import Dialogue, Message, TraitRatings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-from traitlab.judges.reward import DEFAULT_DIR, LocalReward, load_reward, style_of
 from typer.testing import CliRunner
 
 from traitlab.cli import app
 from traitlab.data import DataError, sample_dialogues
+from traitlab.judges.reward import DEFAULT_DIR, LocalReward, load_reward, style_of
 from traitlab.types import Dialogue, Message
 
 runner = CliRunner()
