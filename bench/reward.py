@@ -35,9 +35,11 @@ from traitlab.judges.reward import (
 from traitlab.judges.reward_features import EncoderConfig, _load, features, target_text
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = {"fp32, length-sorted, 256 tok (shipped)": EncoderConfig(),
+SETTINGS = {"fp32, length-sorted, 256 tok": EncoderConfig(bf16=False),
+            "bf16 autocast, length-sorted, 256 tok": EncoderConfig(bf16=True),
             "int8, length-sorted, 256 tok": EncoderConfig(int8=True),
             "int8, length-sorted, 128 tok": EncoderConfig(int8=True, max_tokens=128)}
+SHIPPED = "bf16 autocast, length-sorted, 256 tok" if EncoderConfig().use_bf16() else "fp32, length-sorted, 256 tok"
 
 
 def blackbox(E: np.ndarray, y: np.ndarray, groups: list[str], C: float) -> float:
@@ -78,7 +80,7 @@ def discrimination_and_fidelity(data_dir: Path) -> None:
         t = time.time()
         X = features(data.dialogues, enc)
         E = X[lab, :384]
-        if not enc.int8 and enc.max_tokens == 256:  # the black boxes on the plain fp32 embedding
+        if name.startswith("fp32"):  # the black boxes on the plain fp32 embedding
             bb = {C: blackbox(E, y, groups, C) for C in (0.01, 0.1, 1.0)}
             bbs = {C: blackbox(X[lab], y, groups, C) for C in (0.01, 0.1)}
             print("  black box: MiniLM (fp32) embedding + logistic regression, no traits  "
@@ -87,9 +89,10 @@ def discrimination_and_fidelity(data_dir: Path) -> None:
                   + "  ".join(f"C={C}: {v:.3f}" for C, v in bbs.items()))
         traits, logits = cross_val_predict(X, data, cfg)
         m = heldout_metrics(traits, logits, data, cfg)
-        print(f"  local reward [{name}]: pairwise {m['pairwise_accuracy']:.3f}  ECE {m['ece']:.3f}  "
+        tag = " (shipped here)" if name == SHIPPED else ""
+        print(f"  local reward [{name}{tag}]: pairwise {m['pairwise_accuracy']:.3f}  ECE {m['ece']:.3f}  "
               f"mean per-trait Spearman vs GPT-5 {m['trait_spearman_mean']:.3f}  ({time.time() - t:.0f}s)")
-        if enc == EncoderConfig():
+        if name == SHIPPED:
             shipped = (traits, logits, m)
     traits, logits, m = shipped
     print("== fidelity to GPT-5 on held-out Turing dialogues (shipped setting) ==")
@@ -159,9 +162,12 @@ def cost(data_dir: Path, repeats: int) -> None:
                             return_tensors="pt"))
 
     reward = load_reward()
+    fp32 = _with_encoder(reward, bf16=False)
     runs = {"baseline: plain MiniLM embedding, batch 32, padded to 256": baseline,
-            "shipped LocalReward.score (encoder + style + heads)": lambda: reward.score(dialogues)}
-    for name, enc in list(SETTINGS.items())[1:]:
+            "LocalReward.score, fp32 encoder": lambda: fp32.score(dialogues),
+            f"shipped LocalReward.score ({'bf16' if EncoderConfig().use_bf16() else 'fp32'} here)":
+                lambda: reward.score(dialogues)}
+    for name, enc in list(SETTINGS.items())[2:]:
         features(dialogues[:4], enc)  # load (and quantise) the encoder outside the timing
         runs[f"features only [{name}]"] = lambda enc=enc: features(dialogues, enc)
     print(f"== cost: {len(dialogues)} dialogues (Turing + doctor), {torch.get_num_threads()} threads, "
@@ -173,6 +179,16 @@ def cost(data_dir: Path, repeats: int) -> None:
     base = next(iter(best.values()))
     for name, rate in best.items():
         print(f"  {name:<62} {rate:7.1f} dialogues/s  (x{rate / base:.2f})")
+    a = np.array([x.score for x in fp32.score(dialogues)])
+    b = np.array([x.score for x in reward.score(dialogues)])
+    print(f"  shipped vs fp32 scores on these {len(a)}: Spearman {spearmanr(a, b)[0]:.5f}, "
+          f"max |diff| {np.abs(a - b).max():.4f} logit (score SD {a.std():.2f})")
+
+
+def _with_encoder(reward: LocalReward, **update: object) -> LocalReward:
+    """The same fitted heads with other encoder settings (precision, truncation)."""
+    config = reward.config.model_copy(update={"encoder": reward.config.encoder.model_copy(update=update)})
+    return LocalReward(reward.trait_set, config, reward.head, reward.meta)
 
 
 def hf_export(data_dir: Path) -> None:
@@ -184,9 +200,7 @@ def hf_export(data_dir: Path) -> None:
     dialogues = load_dialogues(data_dir / "hal_turing" / "dialogues.jsonl")
     reward = load_reward()
     ours = np.array([s.score for s in reward.score(dialogues)])
-    fp32 = LocalReward(reward.trait_set, reward.config.model_copy(
-        update={"encoder": reward.config.encoder.model_copy(update={"int8": False})}), reward.head, reward.meta)
-    exact = np.array([s.score for s in fp32.score(dialogues)])
+    exact = np.array([s.score for s in _with_encoder(reward, int8=False, bf16=False).score(dialogues)])
     with tempfile.TemporaryDirectory() as tmp:
         reward.export_hf(tmp)
         model = AutoModelForSequenceClassification.from_pretrained(tmp, trust_remote_code=True).eval()

@@ -11,6 +11,7 @@ dynamic int8 quantisation of the linear layers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import warnings
@@ -73,12 +74,25 @@ class EncoderConfig(BaseModel):
     ``int8`` (torch dynamic quantisation) is about twice as fast on CPU but off by default: it quantises
     activations with a scale per batch, so a text's score shifts with its batch mates (by up to a logit on
     the sample dialogues), which a reward must not do; the fp32 encoder also matches the HF export exactly.
+
+    ``bf16`` runs the encoder under bfloat16 autocast: about 2.5x faster where the CPU has native bf16
+    (AVX512-BF16 or AMX), embeddings within cosine 0.9999 of fp32 and batch effects around 1e-3, so scores
+    are kept (``bench/reward.py`` measures both). ``None`` means: bf16 exactly when the CPU supports it
+    natively, since emulated bf16 is slower than fp32.
     """
 
     max_tokens: int = Field(256, ge=8, le=512)
     batch_size: int = Field(32, ge=1)
     int8: bool = False
+    bf16: bool | None = None
     sort_by_length: bool = True
+
+    def use_bf16(self) -> bool:
+        import torch
+
+        if self.bf16 is None:
+            return not self.int8 and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return self.bf16
 
 
 @functools.cache
@@ -120,12 +134,14 @@ def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
         return out
     ids = tokenizer(list(texts), truncation=True, max_length=cfg.max_tokens)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable") if cfg.sort_by_length else np.arange(len(ids))
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.use_bf16() else contextlib.nullcontext()
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
             enc = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
-            hidden = model(**enc).last_hidden_state
+            with bf16:
+                hidden = model(**enc).last_hidden_state.float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
