@@ -1,7 +1,8 @@
 """Judge-client throughput against the loopback OpenAI-compatible server (100 ms per call), and the cache.
 
 Prints calls/s at concurrency 1 and 32 for 64 structured calls each, their ratio, then re-runs the second set
-and prints how many provider calls the cached re-run made (read from the server's own count).
+and prints how many provider calls the cached re-run made (read from the server's own count). The server runs in
+its own process, as a provider would, so it does not compete with the client for the GIL.
 
     python bench/judge_client.py [--calls 64] [--latency 0.1] [--concurrency 32]
 """
@@ -9,6 +10,7 @@ and prints how many provider calls the cached re-run made (read from the server'
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
 import tempfile
 import time
@@ -41,13 +43,49 @@ def timed(client: JudgeClient, batch: list[Request]) -> tuple[float, int]:
     return time.perf_counter() - start, sum(not o.ok for o in outs)
 
 
+class ServerProcess:
+    """The loopback server in a child process, driven over a pipe (``total``, ``reset``, ``stop``)."""
+
+    def __init__(self, latency_s: float):
+        self._conn, child = mp.Pipe()
+        self._proc = mp.get_context("spawn").Process(target=_serve, args=(child, latency_s), daemon=True)
+        self._proc.start()
+        self.base_url: str = self._conn.recv()
+
+    def _ask(self, command: str) -> int:
+        self._conn.send(command)
+        return self._conn.recv()
+
+    @property
+    def total(self) -> int:
+        return self._ask("total")
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def stop(self) -> None:
+        self._ask("stop")
+        self._proc.join(5)
+
+
+def _serve(conn: mp.connection.Connection, latency_s: float) -> None:
+    server = LoopbackServer(latency_s=latency_s).start()
+    conn.send(server.base_url)
+    while (command := conn.recv()) != "stop":
+        if command == "reset":
+            server.reset()
+        conn.send(server.total if command == "total" else 0)
+    server.stop()
+    conn.send(0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, default=32)
     args = ap.parse_args()
-    server = LoopbackServer(latency_s=args.latency).start()
+    server = ServerProcess(args.latency)
     try:
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
             def make(concurrency: int) -> JudgeClient:

@@ -123,6 +123,9 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out as separate writes: without TCP_NODELAY, Nagle's algorithm meets the
+            # client's delayed ACK and every response stalls ~40 ms, which is the test server's cost, not the client's
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
