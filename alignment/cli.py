@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from traitlab.console import fail
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="run config YAML (see alignment/configs/)")]
 ModelOpt = Annotated[str | None, typer.Option(help="policy: a transformers path/id or local:smollm2-135m")]
 PromptsOpt = Annotated[Path | None, typer.Option(help="training prompts JSONL ({id, prompt} per line)")]
@@ -31,9 +33,13 @@ def _overrides(model: str | None, prompts: Path | None, heldout: Path | None, ou
 
 
 def _config(kind: str, config: Path | None, overrides: dict[str, Any]) -> Any:
+    """The run config from YAML + options; a bad file or value ends the command with one clear line."""
     from .config import DPORunConfig, GRPORunConfig, load_config
 
-    return load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
+    try:
+        return load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
+    except (OSError, ValueError) as e:  # DataError and pydantic's ValidationError are ValueErrors
+        raise fail(e) from None
 
 
 def _print(result: Any) -> None:

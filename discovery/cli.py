@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from traitlab.console import fail
+
 StoreOpt = Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")]
 
 
@@ -14,13 +16,6 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``traitlab`` app."""
     app.command("discover")(discover)
     app.command("validate")(validate_cmd)
-
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
 
 
 def discover(
@@ -56,7 +51,7 @@ def discover(
 
     console = Console()
     if (pairs is None) == (proposals is None):
-        raise _fail("give exactly one of --pairs (propose, then consolidate) or --proposals (consolidate only)")
+        raise fail("give exactly one of --pairs (propose, then consolidate) or --proposals (consolidate only)")
     config = {"pairs": str(pairs), "proposals": str(proposals), "judge": judge, "limit": limit,
               "both_orders": both_orders, "seed": seed, "n_traits": n_traits, "min_games": min_games,
               "merge_judge": merge_judge}
@@ -87,7 +82,7 @@ def discover(
                                  source=source)
         except ValueError as e:  # DataError included: one clear line naming the file
             st.finish_run(run_id, "failed", {"error": str(e)})
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         ts = result.trait_set
         ts.save(out)
         summary = {"traits": len(ts.traits), "hash": ts.hash, "method": result.method, "note": result.note,
@@ -128,7 +123,7 @@ def validate_cmd(
     from traitlab.store import Store
 
     if (ratings is None) == (run is None):
-        raise _fail("give exactly one of --ratings FILE or --run RUN_ID")
+        raise fail("give exactly one of --ratings FILE or --run RUN_ID")
     with Store(store_path(store)) as st:
         try:
             trait_set = load_trait_set(traits)
@@ -143,7 +138,7 @@ def validate_cmd(
             report = validate(rated, labels_of(load_dialogues(dialogues)), trait_set, alpha=alpha,
                               redundancy=redundancy)
         except (ValueError, KeyError) as e:
-            raise _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
+            raise fail(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
         run_id = st.start_run("validate", trait_set.name, {"ratings": str(ratings), "run": run, "judge": judge,
                                                            "dialogues": str(dialogues), "traits": str(traits)})
         st.put_artifact(run_id, "validation", report.model_dump(mode="json"))

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from traitlab.console import fail
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -17,14 +19,6 @@ if TYPE_CHECKING:
 
 StoreOpt = Annotated[Path | None, typer.Option(
     "--store", help="run store (default $TRAITLAB_STORE or ./traitlab.duckdb)")]
-
-
-def _fail(e: Exception) -> typer.Exit:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +52,7 @@ def eval_cmd(
         with Store(store_path(store)) as st:
             r = run_suite(s, st, model=model, n=n, run_id=run_id, data_dir=data)
     except (DataError, FileNotFoundError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     Console().print(f"run [bold]{r.run_id}[/bold]: {r.n_dialogues} dialogues ({r.generated} new, {r.resumed} "
                     f"resumed, {len(r.failed)} failed); mean reward "
                     f"{'–' if r.reward_mean is None else f'{r.reward_mean:.3f}'}")
@@ -92,7 +86,7 @@ def report_cmd(
         with Store(store_path(store)) as st:
             paths = build_report(st, runs, out, aggregator=view, title=title)
     except (KeyError, ValueError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"{paths.html}\n{paths.json_}\n{paths.md}")
 
 
@@ -119,7 +113,7 @@ def judge_bench_cmd(
     from traitlab.store import Store
 
     if not (ratings or model or run or proposals):
-        raise _fail(ValueError("give --ratings FILE, --run RUN_ID, --proposals FILE or --model M --pairs FILE"))
+        raise fail(ValueError("give --ratings FILE, --run RUN_ID, --proposals FILE or --model M --pairs FILE"))
     console = Console()
     try:
         trait_set = load_trait_set(traits) if traits else None
@@ -140,7 +134,7 @@ def judge_bench_cmd(
             elif model and not repeat:
                 raise ValueError("--model needs --pairs FILE (Inverse Turing) or --run RUN --repeat N (retest)")
     except (DataError, ValueError, KeyError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
 
 
 def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None, repeat: int, temperature: float,

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from traitlab.console import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``traitlab`` app."""
@@ -49,8 +51,7 @@ def _register_score(app: typer.Typer) -> None:
             trait_set = load_trait_set(traits)
             rated = load_dialogues(dialogues, target_role=target_role)[:limit]
         except ValueError as e:
-            console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
+            raise fail(e) from None
         config = {"dialogues": str(dialogues), "traits": str(traits), "trait_set_hash": trait_set.hash,
                   "judge": judge, "mode": mode, "expected": expected, "limit": limit}
         with Store(store_path(store)) as st:
@@ -119,8 +120,7 @@ def _register_aggregate(app: typer.Typer) -> None:
                 agg, rep = fit_aggregator(rated, labelled, trait_set, **kw, only=kept)
                 reports.append(rep)
         except ValueError as e:
-            console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
+            raise fail(e) from None
         config = {"ratings": str(ratings), "dialogues": str(dialogues), "traits": str(traits), "judge": judge,
                   "penalty": penalty, "C": C, "l1_ratio": l1_ratio, "calibration": calibration, "folds": folds,
                   "seed": seed, "bootstrap": bootstrap, "select": select, "trait_set_hash": trait_set.hash}
@@ -176,8 +176,7 @@ def _register_reward(app: typer.Typer) -> None:
         try:
             reward = run(data, RewardConfig(seed=seed))
         except ValueError as e:  # DataError included: one clear line with file:line [field]
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            raise fail(e) from None
         reward.save(out)
         held = reward.meta["heldout"]
         typer.echo(f"saved {out}: held-out pairwise accuracy {held['pairwise_accuracy']:.3f}, "
@@ -200,8 +199,7 @@ def _register_reward(app: typer.Typer) -> None:
         try:
             scores = load_reward(reward).score(load_dialogues(dialogues))
         except ValueError as e:  # DataError included: one clear line with file:line [field]
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            raise fail(e) from None
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(s.model_dump(mode="json")) + "\n" for s in scores), encoding="utf-8")
         typer.echo(f"scored {len(scores)} dialogues -> {out}")
