@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 import traitlab  # noqa: F401  (offline knobs first)
 from traitlab.data import load_dialogues, load_ratings
+from traitlab.embed import EncoderConfig, load_encoder
 from traitlab.judges.aggregate import fit_arrays, fit_linear, grouped_folds, pairwise_accuracy_groups
 from traitlab.judges.reward import (
     LocalReward,
@@ -32,7 +33,7 @@ from traitlab.judges.reward import (
     style_of,
     training_set,
 )
-from traitlab.judges.reward_features import EncoderConfig, _load, features, target_text
+from traitlab.judges.reward_features import features, target_text
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {"fp32, length-sorted, 256 tok": EncoderConfig(bf16=False),
@@ -153,7 +154,7 @@ def cost(data_dir: Path, repeats: int) -> None:
     doctor = load_dialogues(data_dir / "hal_doctor" / "generations_scored.jsonl", skipped=[])
     dialogues = [*turing, *doctor[: 1000 - len(turing)]]
     texts = [target_text(d) for d in dialogues]
-    tok, model = _load(False)
+    tok, model = load_encoder(False)
 
     def baseline() -> None:  # sentence-transformers style: batch 32 in input order, padded to 256
         with torch.inference_mode():

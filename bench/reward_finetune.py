@@ -27,9 +27,10 @@ def prepare(out: Path) -> None:
 
     from safetensors.torch import load_file, save_file
 
+    from traitlab.embed import encoder_path
     from traitlab.judges.aggregate import grouped_folds
     from traitlab.judges.reward import RewardConfig, training_set
-    from traitlab.judges.reward_features import encoder_path, style_features, target_text
+    from traitlab.judges.reward_features import style_features, target_text
 
     data = training_set(REPO.parent / "shared" / "data")
     out.mkdir(parents=True, exist_ok=True)

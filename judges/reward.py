@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
+from traitlab.embed import EncoderConfig, encoder_path
 from traitlab.judges.aggregate import (
     Aggregator,
     Calibration,
@@ -42,7 +43,7 @@ from traitlab.judges.aggregate import (
     grouped_folds,
     pairwise_accuracy_groups,
 )
-from traitlab.judges.reward_features import STYLE_FEATURES, EncoderConfig, encoder_path, features, style_features
+from traitlab.judges.reward_features import STYLE_FEATURES, features, style_features
 from traitlab.judges.reward_hf_modeling import TraitHead
 from traitlab.types import Dialogue, Message, RewardScore, TraitSet
 
