@@ -70,7 +70,7 @@ def pair_orders(pair: DialoguePair, seed: int, both_orders: bool) -> list[Order]
 
 def proposal_messages(pair: DialoguePair, order: Order) -> tuple[list[dict[str, str]], str, str, str]:
     """Messages for one pair in one order, with the prompt version and the dialogue ids shown as A and B."""
-    human, ai = pair.human, next(d for d in (pair.a, pair.b) if d.label == "ai")
+    human, ai = pair.side("human"), next(d for d in (pair.a, pair.b) if d.label == "ai")
     if human is None:
         raise ValueError(f"pair {pair.id!r} has no human-labelled dialogue")
     first, second = (human, ai) if order == "human_first" else (ai, human)

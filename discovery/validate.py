@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from traitlab import stats
-from traitlab.types import Label, TraitRatings, TraitSet
+from traitlab.types import TraitRatings, TraitSet
 
 
 class TraitStat(BaseModel):
@@ -61,13 +61,13 @@ class ValidationReport(BaseModel):
         return out
 
 
-def labels_of(dialogues: Sequence[object]) -> dict[str, Label]:
+def labels_of(dialogues: Sequence[object]) -> dict[str, str]:
     """``{dialogue id: label}`` of labelled dialogues (unlabelled ones carry no information here)."""
     return {d.id: d.label for d in dialogues if getattr(d, "label", None) is not None}
 
 
 def _matrix(ratings: Sequence[TraitRatings], trait_ids: list[str], judge: str,
-            labels: Mapping[str, Label]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+            labels: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Ratings of one judge as ``(dialogues, traits)`` with NaN for a missing trait, plus human mask and ids."""
     rows = {r.dialogue_id: r for r in ratings if r.judge == judge and r.dialogue_id in labels}
     ids = sorted(rows)
@@ -75,7 +75,7 @@ def _matrix(ratings: Sequence[TraitRatings], trait_ids: list[str], judge: str,
     return x.reshape(len(ids), len(trait_ids)), np.array([labels[i] == "human" for i in ids], dtype=bool), ids
 
 
-def trait_stats(ratings: Sequence[TraitRatings], labels: Mapping[str, Label], trait_set: TraitSet,
+def trait_stats(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trait_set: TraitSet,
                 alpha: float = 0.05) -> list[TraitStat]:
     """Per (trait, judge) separation statistics, BH-FDR over every test in the table."""
     judges = sorted({r.judge for r in ratings})
@@ -164,7 +164,7 @@ def select(rows: Sequence[TraitStat], groups: Sequence[list[str]], judges: Seque
     return [t for t in dict.fromkeys(r.trait_id for r in rows) if t in chosen]
 
 
-def validate(ratings: Sequence[TraitRatings], labels: Mapping[str, Label], trait_set: TraitSet, *,
+def validate(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trait_set: TraitSet, *,
              alpha: float = 0.05, redundancy: float = 0.7) -> ValidationReport:
     """The full validation of ``trait_set`` from ratings of labelled dialogues (see the module docstring)."""
     known = set(trait_set.ids)

@@ -24,7 +24,7 @@ def test_pair_must_be_contrastive():
     d = sample_dialogues()
     with pytest.raises(ValidationError, match="both dialogues"):
         DialoguePair(id="g", a=d[0], b=d[2])
-    assert DialoguePair(id="g", a=d[0], b=d[1]).human.id == d[0].id
+    assert DialoguePair(id="g", a=d[0], b=d[1]).side("human").id == d[0].id
 
 
 def test_trait_set_hash_tracks_text_and_refuses_duplicates(tmp_path):

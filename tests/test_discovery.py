@@ -221,7 +221,7 @@ def test_proposal_prompt_hides_labels_and_fences_both_sides(pairs):
     spans = fenced_spans(user)
     assert version.startswith("propose@v1#") and len(spans) == 2
     ai = next(d for d in (pair.a, pair.b) if d.label == "ai")
-    assert (shown_a, shown_b) == (ai.id, pair.human.id)
+    assert (shown_a, shown_b) == (ai.id, pair.side("human").id)
     assert user[spans[0][0]:spans[0][1]].strip() == ai.transcript()
     full = messages[0]["content"] + user
     for word in ("label", pair.a.id, pair.b.id, ai.meta.get("witness", "@@")):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-Label = Literal["human", "ai"]
 
 
 class Message(BaseModel):
@@ -32,7 +30,7 @@ class Dialogue(BaseModel):
     id: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     target_role: str
-    label: Label | None = None
+    label: str | None = Field(None, description="which side of the contrast (any string; see traitlab.contrast)")
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -53,7 +51,7 @@ class Dialogue(BaseModel):
 
 
 class DialoguePair(BaseModel):
-    """Two dialogues from one game or context, one human and one AI target (a contrastive pair)."""
+    """Two dialogues of one context with different labels (a contrastive pair; which is which: the Contrast)."""
 
     id: str
     a: Dialogue
@@ -65,9 +63,9 @@ class DialoguePair(BaseModel):
             raise ValueError(f"pair {self.id!r}: both dialogues are labelled {self.a.label!r}")
         return self
 
-    @property
-    def human(self) -> Dialogue | None:
-        return next((d for d in (self.a, self.b) if d.label == "human"), None)
+    def side(self, label: str) -> Dialogue | None:
+        """The dialogue with this label, if either has it."""
+        return next((d for d in (self.a, self.b) if d.label == label), None)
 
 
 class TraitProvenance(BaseModel):
@@ -148,7 +146,7 @@ class TraitRatings(BaseModel):
 
 
 class RewardScore(BaseModel):
-    """What a reward says of one dialogue: a scalar (higher = more human-like) explained per trait."""
+    """What a reward says of one dialogue: a scalar (higher = more like the positive side) explained per trait."""
 
     id: str
     score: float
