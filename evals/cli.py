@@ -31,31 +31,40 @@ def register(app: typer.Typer) -> None:
 
 def eval_cmd(
     suite: Annotated[str, typer.Argument(help="suite YAML file, or the name of a shipped suite (turing, doctor...)")],
-    model: Annotated[str | None, typer.Option(help="model under test, any LiteLLM string (default: the suite's)")
-                     ] = None,
+    model: Annotated[str | None, typer.Option(
+        help="model under test: any LiteLLM string, or a local Hugging Face model / LoRA adapter folder "
+             "(a path or local/<path>) (default: the suite's)")] = None,
     store: StoreOpt = None,
     n: Annotated[int | None, typer.Option("--n", help="number of conversations (default: the suite's)")] = None,
     run_id: Annotated[str | None, typer.Option(help="resume or name the run")] = None,
-    data: Annotated[Path | None, typer.Option(help="HAL data dir (turing source: data; doctor personas)")] = None,
+    data: Annotated[Path | None, typer.Option(help="data folder the suite's scenario reads (a preset's layout)")
+                    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="conversations (and model calls) in flight at once")
+                           ] = 16,
+    plugin: Annotated[list[str] | None, typer.Option(
+        help="module or .py file registering scenarios, scorers or rewards (repeatable)")] = None,
 ) -> None:
     """Have a suite's conversations with a model, score them, and record an eval run."""
     from rich.console import Console
 
     from traitlab.data import DataError
-    from traitlab.evals.generate import run_suite
+    from traitlab.evals.generate import evaluate
     from traitlab.evals.suite import load_suite
+    from traitlab.registry import load_plugins
     from traitlab.settings import store_path
     from traitlab.store import Store
 
     try:
+        load_plugins(plugin or [])
         s = load_suite(suite)
         with Store(store_path(store)) as st:
-            r = run_suite(s, st, model=model, n=n, run_id=run_id, data_dir=data)
-    except (DataError, FileNotFoundError) as e:
+            r = evaluate(s, model, st, n=n, run_id=run_id, data_dir=data, concurrency=concurrency)
+    except (DataError, FileNotFoundError, ImportError) as e:
         raise fail(e) from None
+    scored = "; ".join(f"{k}: {v.scored} scored" + ("" if v.mean is None else f", mean {v.mean:.3f}")
+                       for k, v in r.scorers.items())
     Console().print(f"run [bold]{r.run_id}[/bold]: {r.n_dialogues} dialogues ({r.generated} new, {r.resumed} "
-                    f"resumed, {len(r.failed)} failed); mean reward "
-                    f"{'–' if r.reward_mean is None else f'{r.reward_mean:.3f}'}")
+                    f"resumed, {len(r.failed)} failed); {scored or 'no scorers'}")
 
 
 def report_cmd(

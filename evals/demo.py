@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from traitlab.data import sample_dialogues, sample_trait_set
-from traitlab.evals.generate import EvalResult, run_suite, score_judge, score_reward
+from traitlab.data import sample_dialogues
+from traitlab.evals.generate import EvalResult, evaluate
 from traitlab.evals.report import ReportPaths, build_report, reward_view
-from traitlab.evals.suite import load_suite
+from traitlab.evals.scoring import JudgeScorer, RewardScorer, score_run
 from traitlab.store import Store
 
 OFFLINE_MODEL = "local/smollm2-135m"
@@ -49,8 +49,6 @@ def _pairwise(scores: dict[str, float]) -> float | None:
 
 def run_demo(out: str | Path = "traitlab-demo", store_path: str | Path | None = None) -> DemoResult:
     """Run the offline loop; the store defaults to ``<out>/traitlab.duckdb`` and the report to ``<out>``."""
-    from traitlab.judges.reward import load_reward
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -60,21 +58,23 @@ def run_demo(out: str | Path = "traitlab-demo", store_path: str | Path | None = 
         store.start_run("sample", "traitlab sample dialogues", {"source": "traitlab/sample"}, run_id=SAMPLE_RUN)
         if not store.dialogues(SAMPLE_RUN):
             store.add_dialogues(SAMPLE_RUN, samples)
-        reward_mean = score_reward(store, SAMPLE_RUN, samples, "default")
+        reward = RewardScorer("default")
+        reward_mean = score_run(store, SAMPLE_RUN, samples, [reward])[reward.name].mean
         pairwise = _pairwise(store.artifact(SAMPLE_RUN, "scores")["scores"])
         timings["reward on sample"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        result = run_suite(load_suite("turing-mini"), store, model=OFFLINE_MODEL, run_id=EVAL_RUN)
+        result = evaluate("turing-mini", OFFLINE_MODEL, store, run_id=EVAL_RUN)
         timings["eval (generate + reward)"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        n_judged = score_judge(store, SAMPLE_RUN, samples[:JUDGED], OFFLINE_MODEL, sample_trait_set())
+        n_judged = score_run(store, SAMPLE_RUN, samples[:JUDGED], [JudgeScorer(OFFLINE_MODEL)])[OFFLINE_MODEL].scored
         store.finish_run(SAMPLE_RUN, summary={"reward_mean": reward_mean, "pairwise_accuracy": pairwise})
         timings["offline LLM judge"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        report = build_report(store, [SAMPLE_RUN, EVAL_RUN], out / "report.html", aggregator=reward_view(load_reward()),
+        report = build_report(store, [SAMPLE_RUN, EVAL_RUN], out / "report.html",
+                              aggregator=reward_view(reward.reward()),
                               title="traitlab demo: sample transcripts vs local/smollm2-135m")
         timings["report"] = time.perf_counter() - t
         return DemoResult(store=store.path, report=report, sample_reward_mean=reward_mean,

@@ -1,49 +1,47 @@
 """Running a suite: have the conversations with the model under test, score them, record the run.
 
-Conversations are generated turn by turn, a few at a time (each turn of a chunk is one batch through the
-JudgeClient, so hosted models run concurrently), and each finished chunk is written to the store at once. A
-run started again with the same ``run_id`` skips the conversations it already stored and scores only what is
-unscored; model calls are cached by the client as well, so nothing is paid for twice.
+:func:`evaluate` is the library function (``traitlab eval`` calls it). Generation runs on one event loop:
+every planned conversation is a task, up to ``concurrency`` of them in flight, each advancing turn by turn on
+its own (a slow conversation holds up no other), and each finished conversation is written to the store the
+moment it ends. A run started again with the same ``run_id`` plans the same conversations, skips the ones
+stored and scores only what is unscored; model calls are cached by the client as well, so a kill mid-run
+loses no finished conversation and pays for no call twice.
 
-What lands in the store (run kind ``eval``): the dialogues (the model speaks as the suite's target role, e.g.
-``witness``); the reward's per-trait values as ratings of judge :data:`REWARD_JUDGE` and its scalar scores as
-the ``scores`` artifact; the LLM judge's ratings under the judge model's name, with the ``trait_set``
-artifact; and a summary on the run.
+What lands in the store (run kind ``eval``): the dialogues (the model speaks as the scenario's target role),
+then what each scorer says (layout in :mod:`traitlab.evals.scoring`), and a summary on the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from string import Template
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 from pydantic import BaseModel
 
-from traitlab.data import load_dialogues, load_trait_set, sample_dialogues, sample_trait_set
-from traitlab.evals.report import REWARD_TRAIT_SET_ARTIFACT, SCORES_ARTIFACT, TRAIT_SET_ARTIFACT
-from traitlab.evals.suite import Suite, doctor_personas
-from traitlab.settings import data_dir as default_data_dir
+from traitlab.evals.scoring import ScorerSummary, score_run
+from traitlab.evals.suite import Suite, load_suite
+from traitlab.registry import (
+    ChatModel,
+    Conversation,
+    GenerationError,
+    Scenario,
+    ScenarioContext,
+    ScoringContext,
+)
 from traitlab.store import Store
-from traitlab.types import Dialogue, Message, TraitRatings, TraitSet
+from traitlab.types import Dialogue
 
-REWARD_JUDGE = "local-reward"
-CHUNK = 4
-"""Conversations generated together; each finished chunk is stored, so an interrupt loses at most one."""
-
-
-class Script(BaseModel):
-    """What one conversation starts from: the interlocutor's lines and (doctor) the persona played."""
-
-    id: str
-    index: int
-    lines: list[str]
-    persona: str = ""
-    source: str = ""
+DEFAULT_CONCURRENCY = 16
+T = TypeVar("T")
 
 
 class EvalResult(BaseModel):
+    """What a suite run did: conversations generated now, found stored, failed; and each scorer's summary.
+    ``reward_mean`` is the mean scalar of the first scorer that gives scalars (None: no such scorer)."""
+
     run_id: str
     model: str
     generated: int
@@ -51,171 +49,132 @@ class EvalResult(BaseModel):
     failed: list[str]
     n_dialogues: int
     reward_mean: float | None
-    judge: str | None
+    scorers: dict[str, ScorerSummary]
 
 
-def _interrogator_scripts(dialogues: Sequence[Dialogue]) -> list[tuple[str, list[str]]]:
-    """(game id, interrogator lines) per game, in file order; both transcripts of a game share one entry."""
-    seen: dict[str, list[str]] = {}
-    for d in dialogues:
-        key = str(d.meta.get("game_id", d.id))
-        lines = [m.content for m in d.messages if m.role == "interrogator" and m.content.strip()]
-        if lines and key not in seen:
-            seen[key] = lines
-    return list(seen.items())
+class ClientChat:
+    """A :class:`~traitlab.registry.ChatModel` over a JudgeClient: cached, retried, logged with the run."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    @property
+    def name(self) -> str:
+        return self.client.model
+
+    async def chat(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any] | None = None) -> str:
+        outcome = await self.client.acall(list(messages), params=dict(params or {}))
+        if not outcome.ok:
+            raise GenerationError(f"{self.name}: {outcome.error}")
+        return str(outcome.value or "")
 
 
-def plan(suite: Suite, n: int, data_dir: Path | None = None) -> list[Script]:
-    """The ``n`` conversation scripts of a suite (deterministic: a resumed run plans the same ones)."""
-    inter = suite.interlocutor
-    if suite.scenario == "doctor":
-        personas = doctor_personas(data_dir, limit=n) if data_dir is not None else suite.personas
-        src = "hal_doctor" if data_dir is not None else "suite"
-        return [Script(id=f"{suite.name}-{i:04d}", index=i, lines=inter.lines, persona=personas[i % len(personas)],
-                       source=f"{src}:persona{i % len(personas)}") for i in range(n)]
-    if inter.source == "lines":
-        games = [("lines", inter.lines)]
-    elif inter.source == "sample":
-        games = _interrogator_scripts(sample_dialogues())
-    else:
-        path = (data_dir or default_data_dir()) / "hal_turing" / "dialogues.jsonl"
-        games = _interrogator_scripts(load_dialogues(path, skipped=[]))
-    picks = [games[i % len(games)] for i in range(n)]
-    return [Script(id=f"{suite.name}-{i:04d}", index=i, lines=lines, source=f"game:{gid}")
-            for i, (gid, lines) in enumerate(picks)]
+def model_client(model: str, store: Store, run_id: str, concurrency: int, **params: Any) -> Any:
+    """The JudgeClient for a model under test or an interlocutor; a local model or adapter folder (a path,
+    or ``local/<path>``) runs in-process, and its weights' fingerprint is part of every request's hash, so
+    a retrained adapter at the same path is never answered from the cache."""
+    from traitlab.judges.client import JudgeClient
+    from traitlab.judges.local import local_folder
+
+    folder = local_folder(model)
+    if folder is not None:
+        from traitlab.judges.local import PROVIDER, folder_fingerprint
+
+        model = f"{PROVIDER}/{folder}"
+        params = {**params, "local_fingerprint": folder_fingerprint(folder)}
+    return JudgeClient(model, store=store, run_id=run_id, concurrency=concurrency, **params)
 
 
-def _chat(system: str, history: list[Message], me: str) -> list[dict[str, str]]:
-    """The conversation from one speaker's side: its own turns are ``assistant``, the other's ``user``."""
-    return [{"role": "system", "content": system},
-            *({"role": "assistant" if m.role == me else "user", "content": m.content} for m in history)]
+def plan(suite: Suite, n: int | None = None, data_dir: Path | None = None) -> list[Conversation]:
+    """The suite's ``n`` planned conversations (deterministic: a resumed run plans the same ones)."""
+    scenario = suite.build_scenario()
+    return scenario.plan(n or suite.conversations, _context(suite, _Unused(), data_dir))
 
 
-def _generate_chunk(suite: Suite, scripts: list[Script], model_client: Any, inter_client: Any) -> tuple[
-        list[Dialogue], list[str]]:
-    """Alternate interlocutor and model turns for a chunk of conversations; a failed call drops that one."""
-    from traitlab.judges.client import Request
+class _Unused:
+    """The model slot of a context used only for planning."""
 
-    inter_role, target = suite.roles
-    history: dict[str, list[Message]] = {s.id: [] for s in scripts}
+    name = "unused"
+
+    async def chat(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any] | None = None) -> str:
+        raise RuntimeError("planning does not call a model")
+
+
+def _context(suite: Suite, model: ChatModel, data_dir: Path | None, chat_model: Any = None) -> ScenarioContext:
+    return ScenarioContext(model=model, name=suite.name, turns=suite.turns, system_prompt=suite.system_prompt,
+                           params=dict(suite.params), seed=suite.seed, data_dir=data_dir, base_dir=suite.base_dir,
+                           chat_model=chat_model)
+
+
+async def generate(scenario: Scenario, conversations: Sequence[Conversation], ctx: ScenarioContext, *,
+                   concurrency: int = DEFAULT_CONCURRENCY, on_done: Any = None, progress: bool = True
+                   ) -> tuple[list[Dialogue], dict[str, str]]:
+    """Have ``conversations`` with up to ``concurrency`` in flight; ``on_done(dialogue)`` (sync, run in a
+    thread) is called as each one finishes. Returns the dialogues and ``{id: error}`` of the failed ones."""
+    from rich.progress import Progress
+
+    gate = asyncio.Semaphore(concurrency)
+    done: list[Dialogue] = []
     failed: dict[str, str] = {}
-    for turn in range(suite.turns):
-        live = [s for s in scripts if s.id not in failed]
-        scripted = [s for s in live if suite.interlocutor.kind == "scripted" or turn == 0]
-        for s in scripted:
-            if turn < len(s.lines):
-                history[s.id].append(Message(role=inter_role, content=s.lines[turn]))
-        asking = [s for s in live if s not in scripted]
-        if asking:
-            sys_i = suite.interlocutor.system_prompt
-            outs = inter_client.call_many([Request(messages=_chat(sys_i, history[s.id], inter_role),
-                                                   params=_params(suite.interlocutor.params, suite, s, turn))
-                                           for s in asking], progress=f"turn {turn + 1}: {inter_role}")
-            for s, o in zip(asking, outs, strict=True):
-                if o.ok:
-                    history[s.id].append(Message(role=inter_role, content=str(o.value).strip()))
+    target = scenario.roles[1]
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"conversations ({ctx.model.name} as {target})", total=len(conversations))
+
+        async def one(c: Conversation) -> None:
+            async with gate:
+                try:
+                    d = await scenario.converse(c, ctx)
+                except (GenerationError, ValueError) as e:  # ValueError: a dialogue in which the model never spoke
+                    failed[c.id] = str(e)
                 else:
-                    failed[s.id] = o.error or "error"
-        answering = [s for s in live if s.id not in failed and history[s.id] and history[s.id][-1].role == inter_role]
-        if not answering:
-            break
-        outs = model_client.call_many(
-            [Request(messages=_chat(Template(suite.system_prompt).safe_substitute(persona=s.persona),
-                                    history[s.id], target), params=_params(suite.params, suite, s, turn))
-             for s in answering], progress=f"turn {turn + 1}: {target}")
-        for s, o in zip(answering, outs, strict=True):
-            if o.ok:
-                history[s.id].append(Message(role=target, content=str(o.value or "").strip()))
-            else:
-                failed[s.id] = o.error or "error"
-    done = [Dialogue(id=s.id, messages=history[s.id], target_role=target,
-                     meta={"suite": suite.name, "source": s.source, **({"persona": s.persona} if s.persona else {})})
-            for s in scripts if s.id not in failed and any(m.role == target for m in history[s.id])]
-    return done, sorted(failed)
+                    if on_done is not None:
+                        await asyncio.to_thread(on_done, d)
+                    done.append(d)
+                bar.advance(task)
+
+        await asyncio.gather(*(one(c) for c in conversations))
+    return done, failed
 
 
-def _params(base: dict[str, Any], suite: Suite, s: Script, turn: int) -> dict[str, Any]:
-    """The suite's params plus a seed per conversation and turn: distinct samples, reproducible runs."""
-    if suite.seed is None:
-        return dict(base)
-    return {**base, "seed": suite.seed + 1000 * s.index + turn}
-
-
-def score_reward(store: Store, run_id: str, dialogues: Sequence[Dialogue], reward_path: str) -> float | None:
-    """Score the run's dialogues that have no reward score yet; returns the mean over all scored ones."""
-    from traitlab.judges.reward import load_reward
-
-    art = _artifact(store, run_id, SCORES_ARTIFACT) or {"scorer": REWARD_JUDGE, "scores": {}}
-    todo = [d for d in dialogues if d.id not in art["scores"]]
-    reward = load_reward(None if reward_path == "default" else reward_path)
-    ts = reward.trait_set
-    store.put_artifact(run_id, REWARD_TRAIT_SET_ARTIFACT, {**ts.model_dump(mode="json"), "hash": ts.hash})
-    if todo:
-        scores = reward.score(todo)
-        store.add_ratings(run_id, [TraitRatings(dialogue_id=s.id, judge=REWARD_JUDGE, ratings=s.traits,
-                                                trait_set_hash=ts.hash) for s in scores])
-        art["scores"].update({s.id: s.score for s in scores})
-        store.put_artifact(run_id, SCORES_ARTIFACT, art)
-    return float(np.mean(list(art["scores"].values()))) if art["scores"] else None
-
-
-def resolve_trait_set(name: str) -> TraitSet:
-    """``traitlab12`` is the shipped set; anything else is a trait-set file."""
-    return sample_trait_set() if name == "traitlab12" else load_trait_set(name)
-
-
-def score_judge(store: Store, run_id: str, dialogues: Sequence[Dialogue], model: str, trait_set: TraitSet, *,
-                mode: str = "all", params: dict[str, Any] | None = None) -> int:
-    """Rate the run's dialogues this judge has not rated yet through the real judge path; returns how many
-    dialogues got ratings (failures stay in the store's call log, not in the ratings)."""
-    from traitlab.judges.client import JudgeClient
-    from traitlab.judges.rate import rate_dialogues
-
-    rated = {r.dialogue_id for r in store.ratings(run_id, judge=model)}
-    todo = [d for d in dialogues if d.id not in rated]
-    store.put_artifact(run_id, TRAIT_SET_ARTIFACT, {**trait_set.model_dump(mode="json"), "hash": trait_set.hash})
-    if not todo:
-        return 0
-    client = JudgeClient(model, store=store, run_id=run_id, **(params or {}))
-    return len(rate_dialogues(todo, trait_set, client, mode=mode))  # it adds the ratings to the run
-
-
-def _artifact(store: Store, run_id: str, name: str) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """One event loop for the run; in a thread when the caller already runs one (a notebook)."""
     try:
-        return store.artifact(run_id, name)
-    except KeyError:
-        return None
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
-def run_suite(suite: Suite, store: Store, *, model: str | None = None, n: int | None = None,
-              run_id: str | None = None, data_dir: Path | None = None, concurrency: int = 4) -> EvalResult:
-    """Generate (or resume) the suite's conversations with ``model``, score them, and record the run."""
-    from traitlab.judges.client import JudgeClient
-
+def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: int | None = None,
+             run_id: str | None = None, data_dir: Path | None = None,
+             concurrency: int = DEFAULT_CONCURRENCY) -> EvalResult:
+    """Generate (or resume) a suite's conversations with ``model`` (None: the suite's), score them with the
+    suite's scorers, and record the run (kind ``eval``). ``suite`` is a Suite, a file or a shipped name."""
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
     model = model or suite.model
     n = n or suite.conversations
+    scenario = suite.build_scenario()
     run_id = store.start_run("eval", suite.name, {"suite": suite.model_dump(mode="json"), "model": model, "n": n,
                                                   "data_dir": str(data_dir) if data_dir else None}, run_id=run_id)
     stored = {d.id for d in store.dialogues(run_id)}
-    todo = [s for s in plan(suite, n, data_dir) if s.id not in stored]
-    model_client = JudgeClient(model, store=store, run_id=run_id, concurrency=concurrency)
-    inter = suite.interlocutor
-    inter_client = (JudgeClient(inter.model, store=store, run_id=run_id, concurrency=concurrency)
-                    if inter.kind == "llm" and inter.model else None)
-    failed: list[str] = []
-    generated = 0
-    for i in range(0, len(todo), CHUNK):
-        done, bad = _generate_chunk(suite, todo[i:i + CHUNK], model_client, inter_client)
-        store.add_dialogues(run_id, done)
-        generated += len(done)
-        failed += bad
+    clients: dict[str, ChatModel] = {}
+
+    def chat_model(name: str, **params: Any) -> ChatModel:
+        key = f"{name}|{sorted(params.items())}"
+        if key not in clients:
+            clients[key] = ClientChat(model_client(name, store, run_id, concurrency, **params))
+        return clients[key]
+
+    ctx = _context(suite, chat_model(model), data_dir, chat_model)
+    todo = [c for c in scenario.plan(n, ctx) if c.id not in stored]
+    done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency,
+                                 on_done=lambda d: store.add_dialogues(run_id, [d])))
     dialogues = store.dialogues(run_id)
-    reward_mean = score_reward(store, run_id, dialogues, suite.scorers.reward) if suite.scorers.reward else None
-    judge = suite.scorers.judge
-    if judge:
-        score_judge(store, run_id, dialogues, judge.model, resolve_trait_set(judge.trait_set), mode=judge.mode,
-                    params=judge.params)
-    result = EvalResult(run_id=run_id, model=model, generated=generated, resumed=len(stored), failed=failed,
-                        n_dialogues=len(dialogues), reward_mean=reward_mean, judge=judge.model if judge else None)
+    summaries = score_run(store, run_id, dialogues, suite.build_scorers(),
+                          ctx=ScoringContext(store=store, run_id=run_id, data_dir=data_dir, base_dir=suite.base_dir))
+    reward_mean = next((s.mean for s in summaries.values() if s.mean is not None), None)
+    result = EvalResult(run_id=run_id, model=model, generated=len(done), resumed=len(stored), failed=sorted(failed),
+                        n_dialogues=len(dialogues), reward_mean=reward_mean, scorers=summaries)
     store.finish_run(run_id, "done" if not failed else "partial", result.model_dump(mode="json"))
     return result

@@ -1,93 +1,102 @@
 """Eval suites: a YAML file saying which conversations to have with a model and how to score them.
 
-A suite names a scenario (``turing``: an interrogator chats with the model, the model is the witness;
-``doctor``: the model plays a patient persona talking to a doctor), how many conversations of how many
-turns, the model under test (any LiteLLM string, ``local/...`` included; ``--model`` overrides it), the
-interlocutor (scripted lines, or an LLM after a scripted opening line) and the scorers (the local reward,
-optionally an LLM judge on a trait set). A bad file raises :class:`~traitlab.data.DataError` naming the
-file, the line and the field.
+A suite names a registered scenario with its params (how the conversations are produced and which roles
+speak: ``scripted``, ``llm``, ``replay``, a preset's or a user's own), how many conversations of how many
+turns, the model under test (any LiteLLM string, ``local/...`` and local model or adapter folders included;
+``--model`` overrides it) with its system prompt (``$persona`` and other scenario vars are filled in), and a
+list of registered scorers with their params. ``plugins:`` lists modules or ``.py`` files (relative to the
+suite) that register more of them. A component is written as its name, or as a one-key mapping
+``{name: {param: value}}``::
+
+    scenario:
+      scripted: {lines: ["Hi, how can I help?"], interlocutor_role: agent, target_role: customer}
+    scorers:
+      - reward                          # the shipped local reward
+      - judge: {model: local/smollm2-135m}
+
+A bad file raises :class:`~traitlab.data.DataError` naming the file, the line and the field; an unknown
+component name or bad params are caught when the suite is loaded, not mid-run.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from traitlab.data import DataError, read_jsonl
+from traitlab.data import DataError
+from traitlab.registry import Scenario, Scorer, as_scenario, as_scorer, load_plugins, scenarios, scorers
 
-SUITES = Path(__file__).parent / "suites"
-ROLES = {"turing": ("interrogator", "witness"), "doctor": ("doctor", "patient")}
-"""scenario -> (interlocutor role, role of the model under test)."""
+SUITE_DIRS: list[Path] = []
+"""Folders a bare suite name is looked up in (presets add theirs with :func:`add_suite_dir`)."""
+
+
+def add_suite_dir(folder: Path) -> None:
+    """Make the suites in ``folder`` addressable by their short names (``traitlab eval NAME``)."""
+    if folder not in SUITE_DIRS:
+        SUITE_DIRS.append(folder)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Interlocutor(_Strict):
-    """Who talks to the model. ``scripted``: lines in order (from ``lines``, else from ``source``).
-    ``llm``: the first line is scripted, the rest come from ``model`` prompted with ``system_prompt``."""
+class Component(_Strict):
+    """A registered scenario or scorer by name, with its params (``NAME`` or ``{NAME: {params}}`` in YAML)."""
 
-    kind: Literal["scripted", "llm"] = "scripted"
-    source: Literal["sample", "data", "lines"] = "sample"
-    lines: list[str] = Field(default_factory=list)
-    model: str | None = None
-    system_prompt: str = ""
+    name: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Interlocutor:
-        if self.source == "lines" and not self.lines:
-            raise ValueError("source 'lines' needs a non-empty 'lines' list")
-        if self.kind == "llm" and not self.model:
-            raise ValueError("an llm interlocutor needs 'model'")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict) and len(data) == 1 and "name" not in data:
+            (name, params), = data.items()
+            if params is not None and not isinstance(params, dict):
+                raise ValueError(f"the params of {name!r} must be a mapping, got {type(params).__name__}")
+            return {"name": name, "params": params or {}}
+        return data
 
 
-class JudgeScorer(_Strict):
-    """An LLM judge rating every dialogue on a trait set (``traitlab12`` = the shipped set, or a file)."""
-
-    model: str
-    trait_set: str = "traitlab12"
-    mode: Literal["all", "per_trait"] = "all"
-    params: dict[str, Any] = Field(default_factory=dict)
+def _scenario(c: Component) -> Scenario:
+    return as_scenario(scenarios.create(c.name, **c.params), f"scenario {c.name!r}")
 
 
-class Scorers(_Strict):
-    reward: str | None = Field("default", description="'default' (the shipped reward), a saved reward dir, or null")
-    judge: JudgeScorer | None = None
+def _scorer(c: Component) -> Scorer:
+    return as_scorer(scorers.create(c.name, **c.params), f"scorer {c.name!r}")
 
 
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    scenario: Literal["turing", "doctor"]
+    scenario: Component
     conversations: int = Field(ge=1, le=10_000)
     turns: int = Field(ge=1, le=100)
     model: str = "local/smollm2-135m"
-    system_prompt: str = Field(min_length=1, description="for the model under test; $persona is filled in")
+    system_prompt: str = Field(min_length=1, description="for the model under test; $persona etc. are filled in")
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = Field(0, description="turn t of conversation i uses seed + 1000 i + t; null: no seed")
-    interlocutor: Interlocutor = Field(default_factory=Interlocutor)
-    personas: list[str] = Field(default_factory=list, description="doctor: used when no data dir is given")
-    scorers: Scorers = Field(default_factory=Scorers)
+    scorers: list[Component] = Field(default_factory=lambda: [Component(name="reward")])
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files registering components")
+    base_dir: Path | None = Field(None, exclude=True, description="the suite file's folder (relative paths)")
 
-    @model_validator(mode="after")
-    def _scenario_needs(self) -> Suite:
-        if self.scenario == "doctor" and not self.personas:
-            raise ValueError("a doctor suite needs 'personas' (used when no data dir is given)")
-        if self.scenario == "doctor" and self.interlocutor.source != "lines" and self.interlocutor.kind == "scripted":
-            raise ValueError("a scripted doctor needs interlocutor 'source: lines' with its 'lines'")
-        return self
+    def build_scenario(self) -> Scenario:
+        """The scenario object (its factory called with the suite's params)."""
+        return _scenario(self.scenario)
+
+    def build_scorers(self) -> list[Scorer]:
+        """The scorer objects, in the suite's order."""
+        return [_scorer(c) for c in self.scorers]
 
     @property
     def roles(self) -> tuple[str, str]:
-        """(interlocutor role, target role)."""
-        return ROLES[self.scenario]
+        """(interlocutor role, role of the model under test), as the scenario says."""
+        return self.build_scenario().roles
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -111,11 +120,31 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _plugin_paths(plugins: list[str], base: Path) -> list[str]:
+    """``.py`` plugin paths relative to the suite's folder; module names unchanged."""
+    return [str(base / p) if p.endswith(".py") and not Path(p).is_absolute() else p for p in plugins]
+
+
+def _suite_file(path: Path) -> Path:
+    if path.exists() or not re.fullmatch(r"[A-Za-z0-9_-]+", str(path)):
+        return path
+    load_plugins()  # presets register their suite folders on import
+    for folder in SUITE_DIRS:
+        if (folder / f"{path}.yaml").exists():
+            return folder / f"{path}.yaml"
+    return path
+
+
+def shipped_suites() -> dict[str, Path]:
+    """Short name -> file of every suite the presets ship."""
+    load_plugins()
+    return {p.stem: p for folder in SUITE_DIRS for p in sorted(folder.glob("*.yaml"))}
+
+
 def load_suite(path: str | Path) -> Suite:
-    """Parse and validate a suite file; a bare name (``turing``) means a shipped suite in evals/suites."""
-    path = Path(path)
-    if not path.exists() and re.fullmatch(r"[A-Za-z0-9_-]+", str(path)):
-        path = SUITES / f"{path}.yaml"
+    """Parse and validate a suite file (a bare name means a suite a preset ships), load its plugins and
+    build its scenario and scorers once, so that a wrong name or param fails here with its line."""
+    path = _suite_file(Path(path))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -128,24 +157,25 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(data, dict):
         raise DataError(path, 1, None, f"a suite is a YAML mapping, got {type(data).__name__}")
     try:
-        return Suite.model_validate(data)
+        suite = Suite.model_validate(data)
     except ValidationError as e:
         # a misspelt key also makes its real name "missing": name the misspelling first
         err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         field = ".".join(map(str, loc)) or None
         raise DataError(path, _line_of(text, loc), field, err["msg"]) from None
-
-
-def doctor_personas(data_dir: Path, limit: int | None = None) -> list[str]:
-    """The persona blocks (biography, condition, reason for the visit) of HAL's doctor test prompts."""
-    path = data_dir / "hal_doctor" / "prompts_test.jsonl"
-    out = []
-    for n, obj in read_jsonl(path):
-        m = re.search(r"<input_data>\s*(.*?)\s*</input_data>", str(obj.get("prompt", "")), re.DOTALL)
-        if not m:
-            raise DataError(path, n, "prompt", "no <input_data> persona block")
-        out.append(m.group(1))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+    base = path.resolve().parent
+    suite = suite.model_copy(update={"base_dir": base, "plugins": _plugin_paths(suite.plugins, base)})
+    try:
+        load_plugins(suite.plugins)
+    except (ImportError, OSError, SyntaxError) as e:
+        raise DataError(path, _line_of(text, ("plugins",)), "plugins", f"cannot load plugin: {e}") from None
+    parts: list[tuple[tuple[Any, ...], Component, Any]] = [(("scenario",), suite.scenario, _scenario)]
+    parts += [(("scorers", i), c, _scorer) for i, c in enumerate(suite.scorers)]
+    for loc, component, build in parts:
+        try:
+            build(component)
+        except (KeyError, TypeError, ValueError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise DataError(path, _line_of(text, loc), ".".join(map(str, loc)), msg) from None
+    return suite

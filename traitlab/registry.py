@@ -14,6 +14,9 @@ max_chars=300)``). The user's module is found in one of three ways, none of whic
 entry point in the group ``traitlab.plugins`` (what traitlab's own stages and presets use), the
 ``TRAITLAB_PLUGINS`` variable (comma-separated module names or ``.py`` paths), or a ``plugins:`` list in a
 suite / ``--plugin`` on the command line (both end in :func:`load_plugins`).
+
+The Protocols' supporting types (:class:`ScoreResult`, :class:`Conversation`, the contexts handed to a
+scorer or a scenario, :class:`ChatModel`) live here too, so that core can name them without importing a stage.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from string import Template
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from traitlab.types import Dialogue, RewardScore, TraitSet
+from pydantic import BaseModel, Field
+
+from traitlab.types import Dialogue, Message, RewardScore, TraitRatings, TraitSet
+
+if TYPE_CHECKING:
+    from traitlab.store import Store
 
 ENTRY_POINT_GROUP = "traitlab.plugins"
 T = TypeVar("T")
@@ -48,6 +58,133 @@ class Reward(Protocol):
     def score(self, dialogues: Sequence[Dialogue]) -> list[RewardScore]: ...
 
     def trait_weights(self) -> Mapping[str, float] | None: ...
+
+
+class ScoreResult(BaseModel):
+    """What a scorer says about the dialogues it was given: a scalar per dialogue id (higher = more like the
+    contrast's positive side) and/or per-trait values, with the trait set those values are on."""
+
+    scores: dict[str, float] = Field(default_factory=dict)
+    ratings: list[TraitRatings] = Field(default_factory=list)
+    trait_set: TraitSet | None = None
+
+
+@dataclass
+class ScoringContext:
+    """What a scorer may use besides the dialogues: the run store and run (so LLM calls are cached and
+    logged with the run), the data folder, and the folder relative paths in the suite are read from."""
+
+    store: Store | None = None
+    run_id: str | None = None
+    data_dir: Path | None = None
+    base_dir: Path | None = None
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` relative to the suite's folder (absolute paths unchanged)."""
+        return _resolve(self.base_dir, path)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A named scorer a suite lists (the local reward, an LLM judge, a user's function).
+
+    ``name`` is the key its results are stored under (the ratings' judge, the scores' scorer), so two scorers
+    in one suite need two names. ``score`` gets only dialogues it has not scored in this run yet (a resumed
+    run asks again only for the rest); the evaluator records the result.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def score(self, dialogues: Sequence[Dialogue], ctx: ScoringContext) -> ScoreResult: ...
+
+
+class GenerationError(RuntimeError):
+    """A model call failed (its error is in the run store's call log); the conversation is dropped."""
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat model the evaluator hands a scenario: messages in OpenAI form in, text out (or GenerationError)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def chat(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any] | None = None) -> str: ...
+
+
+class Conversation(BaseModel):
+    """One planned conversation: a stable id (what resume matches on), its index, the interlocutor's
+    scripted lines, ``vars`` filled into the model's system prompt (``$persona``...) and meta for the dialogue."""
+
+    id: str
+    index: int
+    lines: list[str] = Field(default_factory=list)
+    vars: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class ScenarioContext:
+    """What a scenario gets from the suite and the evaluator: the model under test, the suite's name, turns,
+    system prompt, generation params and seed, the data and suite folders, and ``chat_model(model, **params)``
+    for any other model it talks through (an LLM interlocutor), cached and logged with the run."""
+
+    model: ChatModel
+    name: str
+    turns: int
+    system_prompt: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = 0
+    data_dir: Path | None = None
+    base_dir: Path | None = None
+    chat_model: Callable[..., ChatModel] | None = None
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` relative to the suite's folder (absolute paths unchanged)."""
+        return _resolve(self.base_dir, path)
+
+    def seeded(self, params: Mapping[str, Any], conversation: Conversation, turn: int) -> dict[str, Any]:
+        """``params`` plus the seed of this conversation and turn (seed + 1000 index + turn): distinct samples,
+        reproducible runs, and a resumed run asks exactly the same requests again (served from the cache)."""
+        if self.seed is None:
+            return dict(params)
+        return {**params, "seed": self.seed + 1000 * conversation.index + turn}
+
+    async def reply(self, conversation: Conversation, history: Sequence[Message], role: str, turn: int) -> str:
+        """The model under test's next turn as ``role``, with the suite's system prompt (``$vars`` filled)."""
+        system = Template(self.system_prompt).safe_substitute(conversation.vars)
+        text = await self.model.chat(chat_messages(system, history, role),
+                                     self.seeded(self.params, conversation, turn))
+        return text.strip()
+
+
+def chat_messages(system: str, history: Sequence[Message], me: str) -> list[dict[str, str]]:
+    """The conversation from one speaker's side: its own turns are ``assistant``, everyone else's ``user``."""
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *({"role": "assistant" if m.role == me else "user", "content": m.content} for m in history)]
+
+
+@runtime_checkable
+class Scenario(Protocol):
+    """How a suite's conversations are produced (scripted lines, an LLM interlocutor, replayed dialogues).
+
+    ``roles`` is (the interlocutor's role, the role the model under test plays); any names. ``plan`` is
+    deterministic (a resumed run plans the same ids); ``converse`` has one conversation and returns it as a
+    Dialogue whose target role is the model's; the evaluator runs many at once, so it awaits, never blocks.
+    """
+
+    @property
+    def roles(self) -> tuple[str, str]: ...
+
+    def plan(self, n: int, ctx: ScenarioContext) -> list[Conversation]: ...
+
+    async def converse(self, conversation: Conversation, ctx: ScenarioContext) -> Dialogue: ...
+
+
+def _resolve(base: Path | None, path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base is None else base / p
 
 
 class Registry(Generic[T]):
@@ -98,8 +235,8 @@ def _where(obj: Any) -> str:
 
 
 rewards: Registry[Reward] = Registry("reward")
-scorers: Registry[Any] = Registry("scorer")
-scenarios: Registry[Any] = Registry("scenario")
+scorers: Registry[Scorer] = Registry("scorer")
+scenarios: Registry[Scenario] = Registry("scenario")
 
 
 def reward(name: str | None = None, *, replace: bool = False):
@@ -108,12 +245,12 @@ def reward(name: str | None = None, *, replace: bool = False):
 
 
 def scorer(name: str | None = None, *, replace: bool = False):
-    """Register a scorer factory (see ``traitlab.evals.scoring`` for the Scorer protocol)."""
+    """Register a scorer factory (returns an object satisfying :class:`Scorer`)."""
     return scorers.register(name, replace=replace)
 
 
 def scenario(name: str | None = None, *, replace: bool = False):
-    """Register a scenario factory (see ``traitlab.evals.scenarios`` for the Scenario protocol)."""
+    """Register a scenario factory (returns an object satisfying :class:`Scenario`)."""
     return scenarios.register(name, replace=replace)
 
 
@@ -166,8 +303,22 @@ def _import(mod: str) -> None:
 
 def as_reward(obj: Any, what: str = "reward") -> Reward:
     """``obj`` checked against :class:`Reward`, with an error naming what it lacks when it is not one."""
-    if not isinstance(obj, Reward):
-        missing = [m for m in ("trait_set", "score", "trait_weights") if not hasattr(obj, m)]
-        raise TypeError(f"{what} {type(obj).__name__} does not satisfy the Reward protocol "
+    return _check(obj, Reward, ("trait_set", "score", "trait_weights"), what)
+
+
+def as_scorer(obj: Any, what: str = "scorer") -> Scorer:
+    """``obj`` checked against :class:`Scorer` (an error naming what it lacks otherwise)."""
+    return _check(obj, Scorer, ("name", "score"), what)
+
+
+def as_scenario(obj: Any, what: str = "scenario") -> Scenario:
+    """``obj`` checked against :class:`Scenario` (an error naming what it lacks otherwise)."""
+    return _check(obj, Scenario, ("roles", "plan", "converse"), what)
+
+
+def _check(obj: Any, proto: type, members: tuple[str, ...], what: str) -> Any:
+    if not isinstance(obj, proto):
+        missing = [m for m in members if not hasattr(obj, m)]
+        raise TypeError(f"{what} {type(obj).__name__} does not satisfy the {proto.__name__} protocol "
                         f"(missing: {', '.join(missing) or '?'})")
     return obj
