@@ -221,7 +221,7 @@ class Registry(Generic[T]):
             raise KeyError(f"no {self.kind} named {name!r} (registered: {known}); a plugin module registers "
                            f"more (entry point group {ENTRY_POINT_GROUP!r}, $TRAITLAB_PLUGINS or --plugin)") from None
 
-    def create(self, name: str, **params: Any) -> T:
+    def create(self, name: str, /, **params: Any) -> T:
         """Build the named thing with its parameters."""
         return self.factory(name)(**params)
 
