@@ -74,14 +74,14 @@ def model_client(model: str, store: Store, run_id: str, concurrency: int, **para
     or ``local/<path>``) runs in-process, and its weights' fingerprint is part of every request's hash, so
     a retrained adapter at the same path is never answered from the cache."""
     from traitlab.judges.client import JudgeClient
-    from traitlab.judges.local import local_folder
 
-    folder = local_folder(model)
-    if folder is not None:
-        from traitlab.judges.local import PROVIDER, folder_fingerprint
+    if model.startswith("local/") or Path(model).expanduser().is_dir():  # only then pay for torch's import
+        from traitlab.judges.local import PROVIDER, folder_fingerprint, local_folder
 
-        model = f"{PROVIDER}/{folder}"
-        params = {**params, "local_fingerprint": folder_fingerprint(folder)}
+        folder = local_folder(model)
+        if folder is not None:
+            model = f"{PROVIDER}/{folder}"
+            params = {**params, "local_fingerprint": folder_fingerprint(folder)}
     return JudgeClient(model, store=store, run_id=run_id, concurrency=concurrency, **params)
 
 
