@@ -261,3 +261,50 @@ def test_a_kill_mid_run_loses_nothing_finished_and_repeats_nothing(store, tmp_pa
 def test_unknown_scenario_param_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=r"s.yaml:2 \[scenario\].*unexpected keyword argument 'line'"):
         load_suite(_suite(tmp_path, 'scripted: {line: ["1"]}'))
+
+
+# a local model folder or LoRA adapter as the model under test -------------------------------------------
+@pytest.mark.slow
+def test_eval_a_lora_adapter_folder(tmp_path):
+    """An adapter saved on the offline model (as align saves one) evaluated by path, its base found offline."""
+    import copy
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from typer.testing import CliRunner
+
+    from traitlab.cli import app
+    from traitlab.judges.local import generate_chat, load_local_model
+    from traitlab.store import Store
+
+    base, _ = load_local_model("smollm2-135m")
+    torch.manual_seed(0)
+    peft = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                          init_lora_weights=False))  # not a no-op adapter
+    adapter = tmp_path / "runs" / "a1" / "adapter"
+    peft.save_pretrained(adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"].endswith("models/smollm2-135m")  # the converted cache folder
+    hub = tmp_path / "hub-adapter"  # the same adapter naming its base by hub id: still resolves offline
+    peft.save_pretrained(hub)
+    (hub / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path":
+                                                          "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    prompt = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    said = {name: generate_chat(prompt, name=name, max_tokens=6, temperature=0).text.strip()
+            for name in ("smollm2-135m", str(adapter.resolve()), str(hub.resolve()))}
+    assert said[str(adapter.resolve())] == said[str(hub.resolve())] != said["smollm2-135m"]
+    assert not any("lora" in n for n, _ in base.named_parameters())  # the shared offline model stays unadapted
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nscenario: {scripted: {lines: [hello there]}}\nconversations: 1\nturns: 1\n"
+                     "system_prompt: be brief\nparams: {max_tokens: 6, temperature: 0}\nscorers: []\n")
+    db = tmp_path / "t.duckdb"
+    res = CliRunner().invoke(app, ["eval", str(suite), "--model", str(adapter), "--store", str(db), "--run-id", "a1"])
+    assert res.exit_code == 0, res.output
+    with Store(db) as st:
+        d = st.dialogues("a1")
+        assert len(d) == 1 and d[0].target_turns[0] == said[str(adapter.resolve())]
+        models = {r[0] for r in st.sql("SELECT DISTINCT model FROM calls WHERE run_id = 'a1'")}
+        assert models == {f"local/{adapter.resolve()}"}
+        params = st.sql("SELECT params FROM calls WHERE run_id = 'a1' LIMIT 1")[0][0]
+        assert "local_fingerprint" in str(params)
