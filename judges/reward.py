@@ -233,6 +233,11 @@ class LocalReward:
                           feature_scale=dict(zip(ids, self.head.trait_scale.tolist(), strict=True)),
                           calibration=Calibration(method="platt", a=cal[0], b=cal[1]))
 
+    def trait_weights(self) -> dict[str, float]:
+        """Each trait's weight in ``score`` per rating point (the Reward protocol; the scalar is linear)."""
+        agg = self.aggregator
+        return {t: w * agg.calibration.a for t, w in agg.raw_weights()[0].items()}
+
     def features(self, dialogues: Sequence[Dialogue]) -> np.ndarray:
         bad = [i for i, d in enumerate(dialogues) if not isinstance(d, Dialogue)]
         if bad:
