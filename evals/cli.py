@@ -59,8 +59,8 @@ def eval_cmd(
         s = load_suite(suite)
         with Store(store_path(store)) as st:
             r = evaluate(s, model, st, n=n, run_id=run_id, data_dir=data, concurrency=concurrency)
-    except (DataError, FileNotFoundError, ImportError) as e:
-        raise fail(e) from None
+    except (DataError, FileNotFoundError, ImportError, TypeError, ValueError) as e:  # TypeError: a plugin's
+        raise fail(e) from None  # object that breaks a Protocol
     scored = "; ".join(f"{k}: {v.scored} scored" + ("" if v.mean is None else f", mean {v.mean:.3f}")
                        for k, v in r.scorers.items())
     Console().print(f"run [bold]{r.run_id}[/bold]: {r.n_dialogues} dialogues ({r.generated} new, {r.resumed} "
