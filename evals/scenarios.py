@@ -153,21 +153,22 @@ def replay_scripts(dialogues: Sequence[Dialogue], role: str, group: str | None =
 
 
 @scenario("scripted")
-def scripted(lines: list[str] | None = None, scripts: list[list[str]] | None = None, personas: list[str] = (),  # type: ignore[assignment]
-             interlocutor_role: str = "user", target_role: str = "assistant") -> Scripted:
+def scripted(lines: list[str] | None = None, scripts: list[list[str]] | None = None,
+             personas: list[str] | None = None, interlocutor_role: str = "user",
+             target_role: str = "assistant") -> Scripted:
     """The interlocutor's ``lines`` (or several ``scripts``), optionally crossed with ``personas``."""
     if (lines is None) == (scripts is None):
         raise ValueError("give either 'lines' (one script) or 'scripts' (a list of them)")
-    return Scripted([lines] if lines is not None else scripts or [], personas=personas,
+    return Scripted([lines] if lines is not None else scripts or [], personas=personas or [],
                     interlocutor_role=interlocutor_role, target_role=target_role)
 
 
 @scenario("llm")
 def llm(model: str, system_prompt: str = "", params: dict[str, Any] | None = None,
-        opening: list[str] | None = None, personas: list[str] = (),  # type: ignore[assignment]
+        opening: list[str] | None = None, personas: list[str] | None = None,
         interlocutor_role: str = "user", target_role: str = "assistant") -> Scripted:
     """An LLM interlocutor (``model`` prompted with ``system_prompt``) after the scripted ``opening`` lines."""
-    return Scripted([opening or ["Hi!"]], personas=personas, interlocutor_role=interlocutor_role,
+    return Scripted([opening or ["Hi!"]], personas=personas or [], interlocutor_role=interlocutor_role,
                     target_role=target_role, source="llm",
                     interlocutor=LLMInterlocutor(model=model, system_prompt=system_prompt, params=params or {}))
 

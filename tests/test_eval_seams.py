@@ -258,6 +258,16 @@ def test_a_kill_mid_run_loses_nothing_finished_and_repeats_nothing(store, tmp_pa
     assert sorted(d.id for d in store.dialogues("kill")) == [f"s-{i:04d}" for i in range(12)]
 
 
+def test_evaluate_from_inside_an_event_loop(store, tmp_path):
+    """A notebook already runs a loop: evaluate still runs its own, in a thread."""
+    suite = load_suite(_suite(tmp_path, 'scripted: {lines: ["1"]}'))
+
+    async def notebook():
+        return evaluate(suite, None, store, n=2, run_id="nb")
+
+    assert asyncio.run(notebook()).generated == 2 and len(store.dialogues("nb")) == 2
+
+
 def test_unknown_scenario_param_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=r"s.yaml:2 \[scenario\].*unexpected keyword argument 'line'"):
         load_suite(_suite(tmp_path, 'scripted: {line: ["1"]}'))
