@@ -39,12 +39,12 @@ from traitlab.judges.aggregate import (
     Calibration,
     expected_calibration_error,
     fit_calibration,
-    game_id,
     grouped_folds,
     pairwise_accuracy_groups,
 )
 from traitlab.judges.reward_features import STYLE_FEATURES, features, style_features
 from traitlab.judges.reward_hf_modeling import TraitHead
+from traitlab.presets.hal import game_id
 from traitlab.types import Dialogue, Message, RewardScore, TraitSet
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
