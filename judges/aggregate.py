@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -33,6 +33,9 @@ from traitlab.contrast import Contrast
 from traitlab.data import DataError
 from traitlab.stats import auc
 from traitlab.types import Dialogue, TraitRatings, TraitSet
+
+if TYPE_CHECKING:
+    from traitlab.store import Store
 
 Penalty = Literal["l1", "l2", "elasticnet"]
 CalibrationMethod = Literal["none", "platt", "isotonic"]
@@ -517,3 +520,53 @@ def average_judges(ratings: Sequence[TraitRatings], judge: str = "mean") -> list
         out.append(TraitRatings(dialogue_id=did, judge=judge, trait_set_hash=hashes.pop(),
                                 ratings={t: math.fsum(r.ratings[t] for r in rs) / len(rs) for t in sorted(common)}))
     return out
+
+
+class FitResult(BaseModel):
+    """An aggregator and its report; with ``select``, ``all_traits`` is the first fit's report."""
+
+    aggregator: Aggregator
+    report: FitReport
+    all_traits: FitReport | None = None
+    contrast: Contrast
+    run_id: str | None = None
+
+
+def fit(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue], trait_set: TraitSet, *,
+        contrast: Contrast | None = None, judge: str | None = None,
+        select: Literal["none", "threshold", "stable"] = "none", store: Store | None = None,
+        config: Mapping[str, object] | None = None, **kw: object) -> FitResult:
+    """Fit a calibrated aggregator on ratings of labelled dialogues, cross-validated by the contrast's group.
+
+    ``judge`` picks one judge's ratings (``"mean"``: the mean of every judge's, :func:`average_judges`);
+    ``select`` refits on the traits kept by HAL's |w| rule (``threshold``) or by bootstrap stability
+    (``stable``). ``kw`` goes to :func:`fit_aggregator` (penalty, C, folds, seed, calibration, ...). With
+    ``store`` the result is recorded as a ``fit`` run.
+    """
+    contrast = Contrast.resolve(contrast, dialogues)
+    if judge == "mean":
+        ratings = average_judges(ratings)
+    elif judge is not None:
+        ratings = [r for r in ratings if r.judge == judge]
+        if not ratings:
+            raise ValueError(f"no ratings by judge {judge!r}")
+    agg, rep = fit_aggregator(ratings, dialogues, trait_set, contrast=contrast, name=judge, **kw)
+    first = None
+    if select != "none":
+        kept = rep.selected_threshold if select == "threshold" else rep.selected_stable
+        if not kept:
+            raise ValueError(f"no trait passes the --select {select} rule at C={kw.get('C', 1.0)}")
+        first = rep
+        agg, rep = fit_aggregator(ratings, dialogues, trait_set, contrast=contrast, name=judge, only=kept, **kw)
+    agg.meta = {**agg.meta, "contrast": contrast.model_dump(mode="json")}
+    result = FitResult(aggregator=agg, report=rep, all_traits=first, contrast=contrast)
+    if store is not None:
+        run_id = store.start_run("fit", name=rep.name, config=dict(config or {}) | {
+            "trait_set_hash": trait_set.hash, "select": select, "contrast": contrast.model_dump(mode="json")})
+        store.put_artifact(run_id, "aggregator", agg.model_dump(mode="json"))
+        store.put_artifact(run_id, "fit_report", rep.model_dump(mode="json"))
+        if first is not None:
+            store.put_artifact(run_id, "fit_report_all_traits", first.model_dump(mode="json"))
+        store.finish_run(run_id, summary=rep.cv.model_dump())
+        result = result.model_copy(update={"run_id": run_id})
+    return result
