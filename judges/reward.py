@@ -323,7 +323,7 @@ class LocalReward:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        base = AutoModel.from_pretrained(encoder_path())
+        base = AutoModel.from_pretrained(encoder_path(), local_files_only=True)
         config = hf.TraitlabRewardConfig(
             encoder=base.config.to_dict(), hidden=self.config.hidden, dropout=self.config.dropout,
             trait_ids=self.trait_ids, style_names=list(STYLE_FEATURES), trait_set_hash=self.trait_set_hash,
@@ -334,7 +334,7 @@ class LocalReward:
         model.bert.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("pooler.")})
         model.reward_head.load_state_dict(self.head.state_dict())
         model.save_pretrained(str(path))
-        AutoTokenizer.from_pretrained(encoder_path()).save_pretrained(str(path))
+        AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True).save_pretrained(str(path))
         shutil.copyfile(hf.__file__, path / "modeling_traitlab_reward.py")
         return path
 
