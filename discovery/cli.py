@@ -37,7 +37,7 @@ def discover(
         help="labelled dialogues JSONL/CSV; paired by the contrast's group field")] = None,
     judge: Annotated[str, typer.Option(help="proposing judge (LiteLLM model name)")] = "local/smollm2-135m",
     proposals: Annotated[Path | None, typer.Option(
-        help="consolidate these proposals (JSONL) instead of proposing")] = None,
+        help="consolidate these proposals (JSONL); with --pairs, together with the new ones")] = None,
     limit: Annotated[int | None, typer.Option(help="propose on the first N pairs only")] = None,
     both_orders: Annotated[bool, typer.Option(help="show each pair in both A/B orders (position bias)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the A/B order drawn per pair")] = 0,
@@ -67,9 +67,9 @@ def discover(
     try:
         if proposals is None:
             pairs = preset_file(preset, data, "dialogues", pairs)
-        if (pairs is None) == (proposals is None):
-            raise ValueError("give exactly one of --pairs (propose, then consolidate) or --proposals "
-                             "(consolidate only)")
+        if pairs is None and proposals is None:
+            raise ValueError("give --pairs (propose, then consolidate), --proposals (consolidate only), or both "
+                             "(the new proposals join the given ones)")
         role = target_role_for(contrast, preset, target_role)
         dialogues = load_dialogues(pairs, target_role=role) if pairs is not None else None
         spec = resolve(dialogues or [], contrast, preset, positive, negative, role, group)
@@ -84,8 +84,8 @@ def discover(
         try:
             result = run(dialogues, judge, spec, proposals=records, limit=limit, both_orders=both_orders, seed=seed,
                          n_traits=n_traits, min_games=min_games, merge_client=merger, name=name,
-                         source=str(proposals) if proposals else "",
-                         proposals_out=None if records is not None else proposals_out or out.with_suffix(
+                         source=str(proposals) if proposals and pairs is None else "",
+                         proposals_out=None if pairs is None else proposals_out or out.with_suffix(
                              ".proposals.jsonl"), budget_usd=budget_usd, store=st, config=config)
         except ValueError as e:
             raise fail(e) from None

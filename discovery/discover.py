@@ -48,14 +48,15 @@ def discover(dialogues: Sequence[DialoguePair] | Sequence[Dialogue] | None = Non
              proposals_out: str | Path | None = None, budget_usd: float | None = None,
              store: Store | None = None, config: dict[str, Any] | None = None) -> DiscoveryResult:
     """Discover traits from contrastive ``dialogues`` (pairs, or dialogues paired by the contrast's group)
-    with ``client`` (a JudgeClient or a LiteLLM model name), or consolidate given ``proposals``.
+    with ``client`` (a JudgeClient or a LiteLLM model name), or consolidate given ``proposals``; with both,
+    the new proposals are consolidated together with the given ones (e.g. a second judge's).
 
     ``merge_client`` merges the clusters into traits: ``"same"`` = ``client``, None = medoids only.
     ``contrast`` defaults to :meth:`Contrast.resolve` on the dialogues' labels. ``proposals_out`` keeps the new
     proposals as JSONL. ``config`` is what the store records as the run's configuration.
     """
-    if (dialogues is None) == (proposals is None):
-        raise ValueError("give exactly one of dialogues (propose, then consolidate) or proposals (consolidate)")
+    if dialogues is None and proposals is None:
+        raise ValueError("give dialogues (propose, then consolidate), proposals (consolidate), or both")
     if dialogues is not None:
         flat = [d for x in dialogues for d in ((x.a, x.b) if isinstance(x, DialoguePair) else (x,))]
         contrast = Contrast.resolve(contrast, flat)
@@ -98,9 +99,8 @@ def _discover(dialogues, client, contrast: Contrast, proposals, *, limit, both_o
               merge_client, name, source, proposals_out, budget_usd, store, run_id) -> DiscoveryResult:
     made: list[ProposalRecord] = []
     path, accuracy = None, None
-    if proposals is not None:
-        records = list(proposals)
-    else:
+    records = list(proposals or [])
+    if dialogues is not None:
         pairs = [x for x in dialogues if isinstance(x, DialoguePair)] or pair_dialogues(list(dialogues), contrast)
         pairs = pairs[:limit]
         if not pairs:
@@ -113,7 +113,7 @@ def _discover(dialogues, client, contrast: Contrast, proposals, *, limit, both_o
         accuracy = {"judge": client.model, **position_bias(made)}
         if proposals_out is not None:
             path = write_proposals(made, proposals_out)
-        records = [r.model_dump(mode="json") for r in made]
+        records += [r.model_dump(mode="json") for r in made]
         source = source or (str(path) if path else "proposals")
     if merge_client == "same":
         merge_client = client

@@ -167,12 +167,18 @@ def is_echo(statement: str, prompt: str) -> bool:
 
 def split_echoes(texts: Sequence[str], prompt: str) -> tuple[list[str], list[str]]:
     """(statements worth consolidating, statements dropped), whitespace normalised: an echo of ``prompt``
-    carries no trait, nor does a text of under three words with letters ("trait 1", "A")."""
+    carries no trait, nor does what is not prose ("trait 1", "A*B*C*")."""
     kept, dropped = [], []
     for t in (" ".join(x.split()) for x in texts):
-        short = sum(any(c.isalpha() for c in w) for w in _words(t)) < 3
-        (dropped if short or is_echo(t, prompt) else kept).append(t)
+        (kept if is_statement(t) and not is_echo(t, prompt) else dropped).append(t)
     return kept, dropped
+
+
+def is_statement(text: str) -> bool:
+    """Prose, not a token pattern: at least three words of two or more letters, and mostly letters."""
+    words = [w for w in _words(text) if sum(c.isalpha() for c in w) >= 2]
+    prose = sum(c.isalpha() or c.isspace() for c in text) / max(1, len(text))
+    return len(words) >= 3 and prose >= 0.75
 
 
 def position_bias(records: Sequence[ProposalRecord]) -> dict[str, float | int | None]:
