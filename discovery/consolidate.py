@@ -222,7 +222,8 @@ def consolidate(records: Sequence[dict[str, Any]], *, client: JudgeClient | None
 
     statements = statements_from_proposals(records)
     if not statements:
-        raise ValueError("no trait statements to consolidate (all proposals empty or failed)")
+        raise ValueError("no trait statements to consolidate (every proposal empty, failed, or dropped as an "
+                         "echo of the prompt: see the proposals' 'rejected')")
     n_games = len({s.group for s in statements})
     min_games = max(2, round(0.01 * n_games)) if min_games is None else min_games
     n_traits = n_traits or min(MAX_TRAITS, max(2, -(-len(statements) // 5)))

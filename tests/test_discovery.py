@@ -263,7 +263,7 @@ def test_position_bias_and_proposals_file(tmp_path):
 # ---- end to end with the offline model ---------------------------------------------------------------
 @pytest.mark.slow
 def test_discover_score_validate_end_to_end(shared_data, tmp_path):
-    """discover (2 pairs, local judge) -> score (4 dialogues, 4 of the discovered traits) -> validate."""
+    """discover (2 pairs, local judge, joined to given proposals) -> score (4 dialogues, 4 traits) -> validate."""
     from typer.testing import CliRunner
 
     from traitlab.cli import app
@@ -275,10 +275,13 @@ def test_discover_score_validate_end_to_end(shared_data, tmp_path):
     dialogues.write_text("".join(line for line in (turing / "dialogues.jsonl").open()
                                  if json.loads(line)["id"] in keep))
     db, traits = tmp_path / "s.duckdb", tmp_path / "traits.json"
+    given = tmp_path / "given.jsonl"  # GPT-5's proposals of 40 games: the 135M model's own mostly echo the prompt
+    given.write_text("".join((turing / "proposals.jsonl").read_text().splitlines(keepends=True)[:40]))
     runner = CliRunner()
-    r = runner.invoke(app, ["discover", "--pairs", str(dialogues), "--out", str(traits), "--merge-judge", "none",
-                            "--min-games", "1", "--store", str(db)])
+    r = runner.invoke(app, ["discover", "--pairs", str(dialogues), "--proposals", str(given), "--out", str(traits),
+                            "--merge-judge", "none", "--store", str(db)])
     assert r.exit_code == 0, r.output
+    assert "statements echoing the prompt dropped" in r.output
     ts = load_trait_set(traits)
     small = tmp_path / "small.json"
     TraitSet(name="small", traits=ts.traits[:4]).save(small)
