@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from traitlab.data import TAG_ROLES, DataError, parse_tagged_transcript, read_jsonl
+from traitlab.data import DataError, parse_tagged_transcript, read_jsonl, transcript_tags
 from traitlab.types import Dialogue, Message, RewardScore
 
 from .config import SamplingSettings
@@ -69,7 +69,7 @@ def chat(prompt: str) -> list[dict[str, str]]:
 
 def completion_dialogue(dialogue_id: str, prompt: str, completion: str, target_role: str) -> Dialogue | None:
     """The Dialogue the reward judges, or None when the target never speaks in the completion."""
-    if target_role in TAG_ROLES.values():
+    if target_role in transcript_tags().values():
         messages = parse_tagged_transcript(completion.split("</dialogue>")[0])
     else:
         messages = [Message(role="user", content=prompt), Message(role=target_role, content=completion)]

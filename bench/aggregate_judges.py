@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from traitlab.data import load_dialogues, load_ratings, load_trait_set
-from traitlab.judges.aggregate import aggregator_from_hl16, average_judges, fit_aggregator, pairwise_accuracy
+from traitlab.judges.aggregate import average_judges, fit_aggregator, pairwise_accuracy
+from traitlab.presets.hal.traits import aggregator_from_hl16
 
 REPO = Path(__file__).resolve().parent.parent
 JUDGES = ["gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-oss-120b", "gpt-oss-20b"]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from traitlab.data import load_dialogues, load_ratings, load_trait_set
-from traitlab.discovery.validate import labels_of, validate, write_table
+from traitlab.discovery.validate import validate, write_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     turing = args.data / "hal_turing"
     t0 = time.perf_counter()
-    labels = labels_of(load_dialogues(turing / "dialogues.jsonl"))
+    labels = load_dialogues(turing / "dialogues.jsonl")
     ratings = load_ratings(turing / "judge_ratings.jsonl")
     traits = load_trait_set(turing / "traits_hal32.json")
     report = validate(ratings, labels, traits)

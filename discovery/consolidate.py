@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from traitlab.contrast import Contrast
 from traitlab.prompts import fence, load_template
 from traitlab.types import Trait, TraitProvenance, TraitSet
 
@@ -41,7 +42,7 @@ class Statement(BaseModel):
 
     id: str
     text: str
-    game_id: str
+    group: str
     proposer: str = ""
 
 
@@ -71,7 +72,7 @@ class ConsolidationResult(BaseModel):
 
 class MergedTrait(BaseModel):
     text: str = Field(min_length=8, max_length=160,
-                      description="one short, general statement about how the human speaker behaves")
+                      description="one short, general statement about how the positive side's speaker behaves")
     group: str = Field(max_length=40, description="a 1-3 word theme shared by related traits")
     clusters: list[int] = Field(min_length=1, max_length=20, description="ids of the clusters it summarises")
 
@@ -87,17 +88,16 @@ class MergeError(ValueError):
 
 
 def statements_from_proposals(records: Sequence[dict[str, Any]]) -> list[Statement]:
-    """Flatten proposal records (``{"game_id", "proposer", "statements"}``) into statements with stable ids.
-
-    Records of failed proposal calls carry no statements and contribute nothing.
+    """Flatten proposal records (``{"group" (or "game_id"), "proposer", "statements"}``) into statements with
+    stable ids. Records of failed proposal calls carry no statements and contribute nothing.
     """
     out = []
     for n, rec in enumerate(records):
-        game = str(rec.get("game_id", n))
+        group = str(rec.get("group", rec.get("game_id", n)))
         order = f"{rec['order']}:" if rec.get("order") else ""
         for i, text in enumerate(rec.get("statements") or []):
             if text.strip():
-                out.append(Statement(id=f"{game}#{order}{i}", text=text.strip(), game_id=game,
+                out.append(Statement(id=f"{group}#{order}{i}", text=text.strip(), group=group,
                                      proposer=str(rec.get("proposer", ""))))
     return out
 
@@ -118,7 +118,7 @@ def build_clusters(statements: Sequence[Statement], embeddings: np.ndarray, labe
     clusters = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        games = sorted({statements[i].game_id for i in idx})
+        games = sorted({statements[i].group for i in idx})
         if len(games) < min_games:
             continue
         sims = embeddings[idx] @ embeddings[idx].T
@@ -128,7 +128,7 @@ def build_clusters(statements: Sequence[Statement], embeddings: np.ndarray, labe
 
 
 def _provenance(statements: Sequence[Statement], members: list[int], source: str) -> TraitProvenance:
-    games = sorted({statements[i].game_id for i in members})
+    games = sorted({statements[i].group for i in members})
     return TraitProvenance(source=source, proposals=[statements[i].id for i in members], games=games,
                            support=len(games), proposers=sorted({statements[i].proposer for i in members} - {""}))
 
@@ -152,8 +152,8 @@ def medoid_traits(statements: Sequence[Statement], embeddings: np.ndarray, clust
     return TraitSet(name=name, version="1", traits=traits)
 
 
-def merge_messages(statements: Sequence[Statement], clusters: Sequence[Cluster], max_traits: int
-                   ) -> tuple[list[dict[str, str]], str]:
+def merge_messages(statements: Sequence[Statement], clusters: Sequence[Cluster], max_traits: int,
+                   contrast: Contrast) -> tuple[list[dict[str, str]], str]:
     """The merge prompt (cluster listing fenced: statements derive from untrusted dialogues) and its id."""
     template = load_template(PROMPTS, "merge")
     lines = []
@@ -162,17 +162,22 @@ def merge_messages(statements: Sequence[Statement], clusters: Sequence[Cluster],
         shown = "; ".join(statements[i].text for i in others)
         lines.append(f"C{c.id} (support {c.support} games): {statements[c.medoid].text}"
                      + (f" | also: {shown}" if shown else ""))
-    messages = template.render(clusters=fence("\n".join(lines), "CLUSTERS"), max_traits=str(max_traits))
+    messages = template.render(clusters=fence("\n".join(lines), "CLUSTERS"), max_traits=str(max_traits),
+                               **contrast.for_prompt())
     return messages, f"{template.id}#{template.sha}"
 
 
-def llm_merge(statements: Sequence[Statement], clusters: Sequence[Cluster], client: JudgeClient, *,
-              name: str, max_traits: int, source: str = "", min_traits: int = 3) -> TraitSet:
+def llm_merge(statements: Sequence[Statement], clusters: Sequence[Cluster], client: JudgeClient,
+              contrast: Contrast, *, name: str, max_traits: int, source: str = "", min_traits: int = 3) -> TraitSet:
     """Ask a judge to merge clusters into at most ``max_traits`` general traits; raise MergeError if unusable.
 
-    Provenance is the union of the referenced clusters; clusters the judge leaves out are dropped.
+    Provenance is the union of the referenced clusters; clusters the judge leaves out are dropped, and so is
+    a merged text that only echoes the prompt (see :func:`~traitlab.discovery.propose.is_echo`).
     """
-    messages, prompt_id = merge_messages(statements, clusters, max_traits)
+    from traitlab.discovery.propose import instructions, is_echo
+
+    messages, prompt_id = merge_messages(statements, clusters, max_traits, contrast)
+    prompt = instructions(messages)
     outcome = client.call_many([_request(messages, MergeAnswer, prompt_id)], progress=None)[0]
     if not outcome.ok:
         raise MergeError(f"merge call failed: {outcome.error}")
@@ -182,7 +187,7 @@ def llm_merge(statements: Sequence[Statement], clusters: Sequence[Cluster], clie
     for t in outcome.value.traits:
         refs = [by_id[i] for i in dict.fromkeys(t.clusters) if i in by_id]
         text = " ".join(t.text.split())
-        if not refs or not text or text.lower() in seen_text:
+        if not refs or not text or text.lower() in seen_text or is_echo(text, prompt):
             continue
         seen_text.add(text.lower())
         members = sorted({m for c in refs for m in c.members})
@@ -200,22 +205,26 @@ def _request(messages: list[dict[str, str]], schema: type[BaseModel], prompt_id:
     return Request(messages=messages, schema=schema, prompt_id=prompt_id, params={"temperature": 0})
 
 
-def consolidate(records: Sequence[dict[str, Any]], *, client: JudgeClient | None = None, n_traits: int | None = None,
-                min_games: int | None = None, max_traits: int | None = None, name: str = "discovered",
-                source: str = "", embed: Callable[[list[str]], np.ndarray] | None = None) -> ConsolidationResult:
+def consolidate(records: Sequence[dict[str, Any]], *, client: JudgeClient | None = None,
+                contrast: Contrast | None = None, n_traits: int | None = None, min_games: int | None = None,
+                max_traits: int | None = None, name: str = "discovered", source: str = "",
+                embed: Callable[[list[str]], np.ndarray] | None = None) -> ConsolidationResult:
     """Proposal records -> TraitSet: embed, Ward-cluster into ``n_traits``, drop thin clusters, merge.
 
     ``n_traits`` defaults to one cluster per 5 statements, at most 40 (see the module docstring for why 40);
     ``min_games`` defaults to 1% of the games with statements (at least 2). With ``client`` the judge
-    merges the clusters (into at most ``max_traits``, default ``n_traits``); otherwise, or when the merge
-    is unusable, the medoids are the traits and ``note`` says why.
+    merges the clusters (into at most ``max_traits``, default ``n_traits``; the prompt quotes ``contrast``,
+    required then); otherwise, or when the merge is unusable, the medoids are the traits and ``note`` says why.
     """
+    if client is not None and contrast is None:
+        raise ValueError("merging with a judge needs the contrast the prompt describes (contrast=)")
     from traitlab.embed import embed_texts
 
     statements = statements_from_proposals(records)
     if not statements:
-        raise ValueError("no trait statements to consolidate (all proposals empty or failed)")
-    n_games = len({s.game_id for s in statements})
+        raise ValueError("no trait statements to consolidate (every proposal empty, failed, or dropped as an "
+                         "echo of the prompt: see the proposals' 'rejected')")
+    n_games = len({s.group for s in statements})
     min_games = max(2, round(0.01 * n_games)) if min_games is None else min_games
     n_traits = n_traits or min(MAX_TRAITS, max(2, -(-len(statements) // 5)))
     emb = (embed or embed_texts)([s.text for s in statements])
@@ -223,7 +232,7 @@ def consolidate(records: Sequence[dict[str, Any]], *, client: JudgeClient | None
     note = ""
     if client is not None:
         try:
-            ts = llm_merge(statements, clusters, client, name=name, max_traits=max_traits or n_traits,
+            ts = llm_merge(statements, clusters, client, contrast, name=name, max_traits=max_traits or n_traits,
                            source=source)
             return ConsolidationResult(trait_set=ts, clusters=clusters, method="llm", n_statements=len(statements),
                                        n_games=n_games)

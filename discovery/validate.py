@@ -1,6 +1,6 @@
-"""Validation: which traits separate human from AI speakers, how strongly, how redundantly, how reliably.
+"""Validation: which traits separate the two sides of a contrast, how strongly, how redundantly, how reliably.
 
-Per trait and judge: AUC (P(human rating > AI rating)), Cohen's d, Cliff's delta and a two-sided
+Per trait and judge: AUC (P(positive side's rating > negative side's)), Cohen's d, Cliff's delta and a two-sided
 Mann-Whitney p, with Benjamini-Hochberg FDR over all (trait, judge) tests. Redundancy: traits whose mean
 ratings (over judges) correlate above a threshold (|Spearman|) form a group (complete linkage, so every
 pair in a group is that correlated). Agreement: Krippendorff's alpha (ordinal) per trait when several
@@ -13,13 +13,17 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from traitlab import stats
-from traitlab.types import TraitRatings, TraitSet
+from traitlab.contrast import Contrast
+from traitlab.types import Dialogue, TraitRatings, TraitSet
+
+if TYPE_CHECKING:
+    from traitlab.store import Store
 
 
 class TraitStat(BaseModel):
@@ -28,17 +32,17 @@ class TraitStat(BaseModel):
     trait_id: str
     text: str
     judge: str
-    n_human: int
-    n_ai: int
-    mean_human: float
-    mean_ai: float
+    n_positive: int
+    n_negative: int
+    mean_positive: float
+    mean_negative: float
     auc: float
     cohens_d: float
     cliffs_delta: float
     p: float
     q: float
     significant: bool
-    direction: Literal["human", "ai", "none"]
+    direction: Literal["positive", "negative", "none"]
 
 
 class ValidationReport(BaseModel):
@@ -46,12 +50,14 @@ class ValidationReport(BaseModel):
 
     trait_set: str
     trait_set_hash: str
+    contrast: Contrast
     judges: list[str]
     alpha: float
     rows: list[TraitStat]
     agreement: dict[str, float | None]
     redundant_groups: list[list[str]]
     selected: list[str]
+    run_id: str | None = None
 
     def auc_table(self) -> dict[str, dict[str, float]]:
         """``{trait_id: {judge: auc}}``."""
@@ -61,27 +67,28 @@ class ValidationReport(BaseModel):
         return out
 
 
-def labels_of(dialogues: Sequence[object]) -> dict[str, str]:
-    """``{dialogue id: label}`` of labelled dialogues (unlabelled ones carry no information here)."""
-    return {d.id: d.label for d in dialogues if getattr(d, "label", None) is not None}
+def sides_of(dialogues: Sequence[Dialogue], contrast: Contrast) -> dict[str, bool]:
+    """``{dialogue id: is the positive side}`` of labelled dialogues (unlabelled ones carry nothing here)."""
+    return {d.id: contrast.y(d) == 1.0 for d in dialogues if d.label is not None}
 
 
 def _matrix(ratings: Sequence[TraitRatings], trait_ids: list[str], judge: str,
-            labels: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Ratings of one judge as ``(dialogues, traits)`` with NaN for a missing trait, plus human mask and ids."""
-    rows = {r.dialogue_id: r for r in ratings if r.judge == judge and r.dialogue_id in labels}
+            positive: Mapping[str, bool]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Ratings of one judge as ``(dialogues, traits)`` with NaN for a missing trait, plus positive mask and ids."""
+    rows = {r.dialogue_id: r for r in ratings if r.judge == judge and r.dialogue_id in positive}
     ids = sorted(rows)
     x = np.array([[rows[i].ratings.get(t, np.nan) for t in trait_ids] for i in ids], dtype=float)
-    return x.reshape(len(ids), len(trait_ids)), np.array([labels[i] == "human" for i in ids], dtype=bool), ids
+    return x.reshape(len(ids), len(trait_ids)), np.array([positive[i] for i in ids], dtype=bool), ids
 
 
-def trait_stats(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trait_set: TraitSet,
+def trait_stats(ratings: Sequence[TraitRatings], positive: Mapping[str, bool], trait_set: TraitSet,
                 alpha: float = 0.05) -> list[TraitStat]:
-    """Per (trait, judge) separation statistics, BH-FDR over every test in the table."""
+    """Per (trait, judge) separation statistics, BH-FDR over every test in the table; ``positive`` maps each
+    labelled dialogue id to whether it is the contrast's positive side (:func:`sides_of`)."""
     judges = sorted({r.judge for r in ratings})
     raw = []
     for judge in judges:
-        x, human, _ = _matrix(ratings, trait_set.ids, judge, labels)
+        x, human, _ = _matrix(ratings, trait_set.ids, judge, positive)
         for j, trait in enumerate(trait_set.traits):
             col = x[:, j]
             h, a = col[human & ~np.isnan(col)], col[~human & ~np.isnan(col)]
@@ -89,7 +96,7 @@ def trait_stats(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trai
                 continue
             raw.append((trait, judge, h, a))
     if not raw:
-        raise ValueError("no trait has ratings of at least 2 human and 2 AI dialogues: check that the rating "
+        raise ValueError("no trait has ratings of at least 2 dialogues of each side: check that the rating "
                          "ids match the dialogue ids and that the dialogues are labelled")
     ps = [stats.mann_whitney_p(h, a) for _, _, h, a in raw]
     qs = stats.bh_fdr(ps)
@@ -97,10 +104,10 @@ def trait_stats(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trai
     for (trait, judge, h, a), p, q in zip(raw, ps, qs, strict=True):
         auc = stats.auc(h, a)
         sig = bool(q < alpha)
-        out.append(TraitStat(trait_id=trait.id, text=trait.text, judge=judge, n_human=h.size, n_ai=a.size,
-                             mean_human=float(h.mean()), mean_ai=float(a.mean()), auc=auc,
+        out.append(TraitStat(trait_id=trait.id, text=trait.text, judge=judge, n_positive=h.size, n_negative=a.size,
+                             mean_positive=float(h.mean()), mean_negative=float(a.mean()), auc=auc,
                              cohens_d=stats.cohens_d(h, a), cliffs_delta=2 * auc - 1, p=p, q=float(q),
-                             significant=sig, direction=("human" if auc > 0.5 else "ai") if sig else "none"))
+                             significant=sig, direction=("positive" if auc > 0.5 else "negative") if sig else "none"))
     return out
 
 
@@ -164,19 +171,32 @@ def select(rows: Sequence[TraitStat], groups: Sequence[list[str]], judges: Seque
     return [t for t in dict.fromkeys(r.trait_id for r in rows) if t in chosen]
 
 
-def validate(ratings: Sequence[TraitRatings], labels: Mapping[str, str], trait_set: TraitSet, *,
-             alpha: float = 0.05, redundancy: float = 0.7) -> ValidationReport:
-    """The full validation of ``trait_set`` from ratings of labelled dialogues (see the module docstring)."""
+def validate(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue], trait_set: TraitSet, *,
+             contrast: Contrast | None = None, alpha: float = 0.05, redundancy: float = 0.7,
+             store: Store | None = None, config: dict[str, Any] | None = None) -> ValidationReport:
+    """The full validation of ``trait_set`` from ratings of labelled dialogues (see the module docstring).
+
+    ``contrast`` says which label is the positive side (default: :meth:`Contrast.resolve` on the labels).
+    With ``store`` the report is recorded as a ``validate`` run (``config`` its configuration).
+    """
+    contrast = Contrast.resolve(contrast, dialogues)
+    positive = sides_of(dialogues, contrast)
     known = set(trait_set.ids)
     ratings = [r for r in ratings if known & set(r.ratings)]
     if not ratings:
         raise ValueError(f"no rating covers any trait of {trait_set.name!r} ({trait_set.hash})")
-    rows = trait_stats(ratings, labels, trait_set, alpha)
+    rows = trait_stats(ratings, positive, trait_set, alpha)
     judges = sorted({r.judge for r in rows})
-    groups = redundant_groups([r for r in ratings if r.dialogue_id in labels], trait_set, redundancy)
-    return ValidationReport(trait_set=trait_set.name, trait_set_hash=trait_set.hash, judges=judges, alpha=alpha,
-                            rows=rows, agreement=agreement(ratings, trait_set), redundant_groups=groups,
-                            selected=select(rows, groups, judges))
+    groups = redundant_groups([r for r in ratings if r.dialogue_id in positive], trait_set, redundancy)
+    report = ValidationReport(trait_set=trait_set.name, trait_set_hash=trait_set.hash, contrast=contrast,
+                              judges=judges, alpha=alpha, rows=rows, agreement=agreement(ratings, trait_set),
+                              redundant_groups=groups, selected=select(rows, groups, judges))
+    if store is not None:
+        run_id = store.start_run("validate", trait_set.name, config or {"trait_set_hash": trait_set.hash})
+        store.put_artifact(run_id, "validation", report.model_dump(mode="json"))
+        store.finish_run(run_id, "done", {"selected": report.selected, "judges": report.judges})
+        report = report.model_copy(update={"run_id": run_id})
+    return report
 
 
 def write_table(report: ValidationReport, path: str | Path) -> Path:

@@ -145,7 +145,8 @@ def repeat_ratings(store: Any, dialogues: Sequence[Dialogue], trait_set: TraitSe
 
 # the Inverse Turing test --------------------------------------------------------------------------------
 class VerdictRecord(BaseModel):
-    """One "which witness is the human?" answer; ``order`` is how the pair was shown (human_first/ai_first)."""
+    """One "which side is the positive one?" answer; ``order`` is how the pair was shown
+    (positive_first/negative_first)."""
 
     pair_id: str
     order: str | None = None
@@ -175,18 +176,21 @@ def verdicts_from_proposals(records: Sequence[BaseModel | dict[str, Any]]) -> li
     for rec in records:
         r = rec.model_dump() if isinstance(rec, BaseModel) else rec
         conf = r.get("confidence")
-        out.append(VerdictRecord(pair_id=str(r["game_id"]), order=r.get("order"), said=r.get("picked"),
+        out.append(VerdictRecord(pair_id=str(r.get("group", r.get("game_id"))), order=r.get("order"),
+                                 said=r.get("picked"),
                                  correct=r.get("verdict_correct"), confidence=None if conf is None else conf / 100,
                                  error=r.get("error")))
     return out
 
 
-def inverse_turing(pairs: Sequence[DialoguePair], client: Any) -> InverseTuringResult:
+def inverse_turing(pairs: Sequence[DialoguePair], client: Any, contrast: Any = None) -> InverseTuringResult:
     """Ask ``client`` (a JudgeClient) which transcript of each pair is the human's, in both orders, through
     discovery's proposal prompt (one protocol, one prompt: the verdicts are what ``propose`` records)."""
+    from traitlab.contrast import Contrast
     from traitlab.discovery.propose import propose
 
-    records = propose(pairs, client, both_orders=True, progress="inverse Turing")
+    contrast = Contrast.resolve(contrast, [d for p in pairs for d in (p.a, p.b)])
+    records = propose(pairs, client, contrast, both_orders=True, progress="inverse Turing")
     return summarise_verdicts(client.model, verdicts_from_proposals(records))
 
 
@@ -204,9 +208,9 @@ def summarise_verdicts(model: str, verdicts: Sequence[VerdictRecord]) -> Inverse
     pair_acc = np.array([np.mean([bool(v.correct) for v in vs]) for vs in per_pair.values()])
     ci = stats.bootstrap_ci(pair_acc, np.mean) if pair_acc.size > 1 else (float(pair_acc[0]),) * 2
     by_order = [{v.order: v.correct for v in vs} for vs in per_pair.values()]
-    both = [o for o in by_order if {"human_first", "ai_first"} <= set(o)]
+    both = [o for o in by_order if {"positive_first", "negative_first"} <= set(o)]
     # the human moves between A and B across the two orders, so naming the same transcript = same correctness
-    consistent = [o["human_first"] == o["ai_first"] for o in both]
+    consistent = [o["positive_first"] == o["negative_first"] for o in both]
     said = [v.said for v in ok if v.said is not None]
     conf = [v.confidence for v in ok if v.confidence is not None]
     calibrated = len(conf) == len(ok)

@@ -1,11 +1,12 @@
-"""The calibrated aggregator: trait ratings -> one interpretable human-likeness score.
+"""The calibrated aggregator: trait ratings -> one interpretable score of the contrast's positive side.
 
-HAL turns a judge's trait ratings into P(human) with an L1 logistic regression. traitlab does the same, but
-the model is keyed by trait id and knows its trait-set hash, so it cannot be applied to the wrong statements
-(HAL's released weights were applied by position to a differently ordered list). Fits are cross-validated
-grouped by game, because both transcripts of a Turing game share an interrogator and a topic: splitting them
-across folds would leak, and pairwise accuracy (does the human transcript of a game score higher?) needs
-both scored by the same model.
+HAL turns a judge's trait ratings into P(human) with an L1 logistic regression. traitlab does the same for
+any :class:`~traitlab.contrast.Contrast` (P(positive)), but the model is keyed by trait id and knows its
+trait-set hash, so it cannot be applied to the wrong statements (HAL's released weights were applied by
+position to a differently ordered list). Fits are cross-validated grouped by the contrast's group (a game,
+a ticket): both dialogues of one context share a partner and a topic, so splitting them across folds would
+leak, and pairwise accuracy (does the positive dialogue of a group score higher?) needs both scored by the
+same model.
 
 The fitting core works on plain arrays (:func:`fit_arrays`: ``X`` with columns = trait ids, labels, groups)
 so the distilled reward can fit on predicted trait vectors; :func:`fit_aggregator` is the front door for
@@ -14,12 +15,11 @@ ratings and dialogues.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -29,9 +29,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 from sklearn.model_selection import GroupKFold
 
+from traitlab.contrast import Contrast
 from traitlab.data import DataError
 from traitlab.stats import auc
 from traitlab.types import Dialogue, TraitRatings, TraitSet
+
+if TYPE_CHECKING:
+    from traitlab.store import Store
 
 Penalty = Literal["l1", "l2", "elasticnet"]
 CalibrationMethod = Literal["none", "platt", "isotonic"]
@@ -39,16 +43,6 @@ CalibrationMethod = Literal["none", "platt", "isotonic"]
 
 class TraitMismatchError(ValueError):
     """Ratings that do not fit an aggregator: missing trait ids, or another trait set."""
-
-
-def game_id(d: Dialogue) -> str:
-    """The game a transcript belongs to: ``meta["game_id"]``, else the id without its ``-A``/``-B`` suffix."""
-    if "game_id" in d.meta:
-        return str(d.meta["game_id"])
-    for suffix in ("-A", "-B"):
-        if d.id.endswith(suffix):
-            return d.id[: -len(suffix)]
-    return d.id
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -201,30 +195,6 @@ class Aggregator(BaseModel):
             raise DataError(path, None, ".".join(map(str, err["loc"])) or None, err["msg"]) from None
 
 
-def aggregator_from_hl16(path: str | Path, trait_set: TraitSet | None = None) -> Aggregator:
-    """HAL's released HL16 classifier (``hl16_weights.json``: bias + weights keyed by trait id) on raw
-    1-5 HAL32Q ratings. With ``trait_set`` its ids are checked and its hash recorded."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, getattr(e, "lineno", None), None, f"not a readable JSON weights file: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
-        raise DataError(path, None, "weights", "missing {trait_id: weight} object (positional lists are refused)")
-    if not isinstance(data.get("bias"), int | float):
-        raise DataError(path, None, "bias", f"must be a number, got {data.get('bias')!r}")
-    if trait_set is not None:
-        unknown = sorted(set(data["weights"]) - set(trait_set.ids))
-        if unknown:
-            raise DataError(path, None, "weights", f"trait ids {unknown} are not in trait set {trait_set.name!r}")
-    try:
-        return Aggregator(name="hl16", weights=data["weights"], bias=data["bias"],
-                          trait_set_hash=trait_set.hash if trait_set else None, meta={"source": str(path)})
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise DataError(path, None, ".".join(map(str, err["loc"])), err["msg"]) from None
-
-
 # metrics ------------------------------------------------------------------------------------------------
 class ReliabilityBin(BaseModel):
     """One bin of a reliability diagram: predictions in [lo, hi)."""
@@ -269,16 +239,19 @@ def pairwise_accuracy_groups(scores: np.ndarray, y: np.ndarray, groups: Sequence
             wins += bool(scores[h] > scores[a])
             n += 1
     if not n:
-        raise ValueError("no game has exactly one human and one AI transcript")
+        raise ValueError("no group has exactly one positive (y=1) and one negative (y=0) dialogue")
     return wins / n, n
 
 
-def pairwise_accuracy(scores: Mapping[str, float], dialogues: Sequence[Dialogue]) -> float:
-    """Fraction of games (human + AI transcript, both scored) whose human transcript scores strictly higher."""
+def pairwise_accuracy(scores: Mapping[str, float], dialogues: Sequence[Dialogue],
+                      contrast: Contrast | None = None) -> float:
+    """Fraction of groups (positive + negative dialogue, both scored) whose positive one scores strictly
+    higher. ``contrast`` defaults to the preset one matching the labels (:meth:`Contrast.resolve`)."""
     scored = [d for d in dialogues if d.id in scores and d.label is not None]
+    contrast = Contrast.resolve(contrast, scored)
     s = np.array([scores[d.id] for d in scored], dtype=float)
-    y = np.array([d.label == "human" for d in scored], dtype=int)
-    return pairwise_accuracy_groups(s, y, [game_id(d) for d in scored])[0]
+    y = np.array([contrast.y(d) for d in scored], dtype=int)
+    return pairwise_accuracy_groups(s, y, [contrast.group_of(d) for d in scored])[0]
 
 
 # fitting ------------------------------------------------------------------------------------------------
@@ -380,7 +353,7 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, trait_ids: Sequence[str]) -> tup
     if len(set(trait_ids)) != len(trait_ids):
         raise ValueError("trait_ids must be unique")
     if set(np.unique(y).tolist()) != {0, 1}:
-        raise ValueError("y needs both labels, 1 = human and 0 = AI")
+        raise ValueError("y needs both labels, 1 = the positive side and 0 = the negative")
     if not np.isfinite(X).all():
         raise ValueError("X has NaN or infinite values")
     return X, y
@@ -399,7 +372,7 @@ def fit_arrays(X: np.ndarray, y: np.ndarray, groups: Sequence[str], trait_ids: S
                folds: int = 5, seed: int = 0, calibration: CalibrationMethod = "platt", n_bootstrap: int = 200,
                threshold: float = 0.2, min_freq: float = 0.8, bins: int = 10) -> tuple[Aggregator, FitReport]:
     """Grouped cross-validation, a final fit on all rows, its calibration (fitted on out-of-fold logits) and
-    a game bootstrap of the weights. ``y``: 1 = human; ``groups``: game id per row."""
+    a group bootstrap of the weights. ``y``: 1 = the contrast's positive side; ``groups``: group id per row."""
     X, y = _check_arrays(X, y, trait_ids)
     groups = [str(g) for g in groups]
     if len(groups) != len(X):
@@ -477,8 +450,10 @@ def _bootstrap_traits(X: np.ndarray, y: np.ndarray, groups: list[str], agg: Aggr
 
 
 def training_arrays(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue], trait_ids: Sequence[str],
-                    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """(X, y, groups, ids) for the labelled dialogues that were rated; one rating per dialogue."""
+                    contrast: Contrast | None = None) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(X, y, groups, ids) for the labelled dialogues that were rated; one rating per dialogue.
+
+    ``y`` is 1 for the contrast's positive side; groups are the contrast's (see :meth:`Contrast.resolve`)."""
     by_id = {d.id: d for d in dialogues}
     seen: dict[str, str] = {}
     unknown = []
@@ -493,20 +468,22 @@ def training_arrays(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogu
         raise ValueError(f"{len(unknown)} rated dialogue ids are not among the dialogues, e.g. {unknown[:5]}")
     rows = [r for r in ratings if by_id[r.dialogue_id].label is not None]
     if not rows:
-        raise ValueError("no rated dialogue has a label (human/ai)")
+        raise ValueError("no rated dialogue has a label")
+    contrast = Contrast.resolve(contrast, [by_id[r.dialogue_id] for r in rows])
     X = np.array([r.vector(list(trait_ids)) for r in rows], dtype=float)
-    y = np.array([by_id[r.dialogue_id].label == "human" for r in rows], dtype=int)
-    return X, y, [game_id(by_id[r.dialogue_id]) for r in rows], [r.dialogue_id for r in rows]
+    y = np.array([contrast.y(by_id[r.dialogue_id]) for r in rows], dtype=int)
+    return X, y, [contrast.group_of(by_id[r.dialogue_id]) for r in rows], [r.dialogue_id for r in rows]
 
 
 def fit_aggregator(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue],
                    trait_ids: Sequence[str] | TraitSet, *, penalty: Penalty = "l1", C: float = 1.0,
                    folds: int = 5, seed: int = 0, calibration: CalibrationMethod = "platt", l1_ratio: float = 0.5,
                    standardize: bool = True, n_bootstrap: int = 200, threshold: float = 0.2,
-                   min_freq: float = 0.8, name: str | None = None,
-                   only: Sequence[str] | None = None) -> tuple[Aggregator, FitReport]:
-    """Fit an aggregator on one judge's ratings of labelled dialogues (labels and game ids come from the
-    dialogues). With a TraitSet, its hash is recorded and ratings made on another trait set are refused.
+                   min_freq: float = 0.8, name: str | None = None, only: Sequence[str] | None = None,
+                   contrast: Contrast | None = None) -> tuple[Aggregator, FitReport]:
+    """Fit an aggregator on one judge's ratings of labelled dialogues (labels and groups come from the
+    dialogues, read through ``contrast``). With a TraitSet, its hash is recorded and ratings made on another
+    trait set are refused.
 
     ``only`` restricts the fit to some of the traits (e.g. a previous report's ``selected_threshold``, HAL's
     refit on its 16 traits) while keeping the trait-set hash; its CV figures are then optimistic, since the
@@ -522,7 +499,7 @@ def fit_aggregator(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue
         other = sorted({r.trait_set_hash for r in ratings if r.trait_set_hash} - {trait_set_hash})
         if other:
             raise TraitMismatchError(f"ratings made on trait set(s) {other}, not {trait_set_hash}")
-    X, y, groups, rid = training_arrays(ratings, dialogues, ids)
+    X, y, groups, rid = training_arrays(ratings, dialogues, ids, contrast)
     judges = sorted({r.judge for r in ratings})
     return fit_arrays(X, y, groups, ids, ids=rid, name=name or "+".join(judges), trait_set_hash=trait_set_hash,
                       penalty=penalty, C=C, l1_ratio=l1_ratio, standardize=standardize, folds=folds, seed=seed,
@@ -543,3 +520,53 @@ def average_judges(ratings: Sequence[TraitRatings], judge: str = "mean") -> list
         out.append(TraitRatings(dialogue_id=did, judge=judge, trait_set_hash=hashes.pop(),
                                 ratings={t: math.fsum(r.ratings[t] for r in rs) / len(rs) for t in sorted(common)}))
     return out
+
+
+class FitResult(BaseModel):
+    """An aggregator and its report; with ``select``, ``all_traits`` is the first fit's report."""
+
+    aggregator: Aggregator
+    report: FitReport
+    all_traits: FitReport | None = None
+    contrast: Contrast
+    run_id: str | None = None
+
+
+def fit(ratings: Sequence[TraitRatings], dialogues: Sequence[Dialogue], trait_set: TraitSet, *,
+        contrast: Contrast | None = None, judge: str | None = None,
+        select: Literal["none", "threshold", "stable"] = "none", store: Store | None = None,
+        config: Mapping[str, object] | None = None, **kw: object) -> FitResult:
+    """Fit a calibrated aggregator on ratings of labelled dialogues, cross-validated by the contrast's group.
+
+    ``judge`` picks one judge's ratings (``"mean"``: the mean of every judge's, :func:`average_judges`);
+    ``select`` refits on the traits kept by HAL's |w| rule (``threshold``) or by bootstrap stability
+    (``stable``). ``kw`` goes to :func:`fit_aggregator` (penalty, C, folds, seed, calibration, ...). With
+    ``store`` the result is recorded as a ``fit`` run.
+    """
+    contrast = Contrast.resolve(contrast, dialogues)
+    if judge == "mean":
+        ratings = average_judges(ratings)
+    elif judge is not None:
+        ratings = [r for r in ratings if r.judge == judge]
+        if not ratings:
+            raise ValueError(f"no ratings by judge {judge!r}")
+    agg, rep = fit_aggregator(ratings, dialogues, trait_set, contrast=contrast, name=judge, **kw)
+    first = None
+    if select != "none":
+        kept = rep.selected_threshold if select == "threshold" else rep.selected_stable
+        if not kept:
+            raise ValueError(f"no trait passes the --select {select} rule at C={kw.get('C', 1.0)}")
+        first = rep
+        agg, rep = fit_aggregator(ratings, dialogues, trait_set, contrast=contrast, name=judge, only=kept, **kw)
+    agg.meta = {**agg.meta, "contrast": contrast.model_dump(mode="json")}
+    result = FitResult(aggregator=agg, report=rep, all_traits=first, contrast=contrast)
+    if store is not None:
+        run_id = store.start_run("fit", name=rep.name, config=dict(config or {}) | {
+            "trait_set_hash": trait_set.hash, "select": select, "contrast": contrast.model_dump(mode="json")})
+        store.put_artifact(run_id, "aggregator", agg.model_dump(mode="json"))
+        store.put_artifact(run_id, "fit_report", rep.model_dump(mode="json"))
+        if first is not None:
+            store.put_artifact(run_id, "fit_report_all_traits", first.model_dump(mode="json"))
+        store.finish_run(run_id, summary=rep.cv.model_dump())
+        result = result.model_copy(update={"run_id": run_id})
+    return result

@@ -8,6 +8,19 @@ from typing import Annotated, Literal
 import typer
 
 from traitlab.console import fail
+from traitlab.options import (
+    ContrastOpt,
+    DataOpt,
+    GroupOpt,
+    NegativeOpt,
+    PositiveOpt,
+    PresetOpt,
+    TargetRoleOpt,
+    preset_file,
+    require,
+    resolve,
+    target_role_for,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,53 +35,50 @@ def _register_score(app: typer.Typer) -> None:
 
     @app.command("score")
     def score(
-        dialogues: Annotated[Path, typer.Option(help="dialogues JSONL/CSV whose target speaker is rated")],
-        traits: Annotated[Path, typer.Option(help="trait set JSON (a TraitSet or HAL's bare list)")],
+        dialogues: Annotated[Path | None, typer.Option(help="dialogues JSONL/CSV whose judged speaker is rated")
+                             ] = None,
+        traits: Annotated[Path | None, typer.Option(help="trait set JSON (a TraitSet or a bare list)")] = None,
         judge: Annotated[str, typer.Option(help="judge model (LiteLLM name)")] = "local/smollm2-135m",
         mode: Annotated[Literal["all", "per_trait"], typer.Option(
             help="all traits in one call, or one call per trait")] = "all",
         expected: Annotated[bool, typer.Option(
             help="expected Likert score from the judge's token logprobs")] = False,
         limit: Annotated[int | None, typer.Option(help="rate the first N dialogues only")] = None,
-        target_role: Annotated[str | None, typer.Option(help="who is rated (default: by file shape)")] = None,
         budget_usd: Annotated[float | None, typer.Option(help="stop calling the judge beyond this spend")] = None,
         run_id: Annotated[str | None, typer.Option(help="resume this run (finished calls are cache hits)")] = None,
         out: Annotated[Path | None, typer.Option(help="also write the ratings as JSONL")] = None,
+        contrast: ContrastOpt = None, target_role: TargetRoleOpt = None, preset: PresetOpt = None,
+        data: DataOpt = None,
         store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
     ) -> None:
-        """Rate each dialogue's target speaker on every trait; ratings land in the store; prints the run id."""
-        import json
-
+        """Rate each dialogue's judged speaker on every trait; ratings land in the store; prints the run id."""
         from rich.console import Console
 
         from traitlab.data import load_dialogues, load_trait_set
-        from traitlab.judges.rate import judge_client, rate_dialogues
+        from traitlab.judges.rate import score as run
+        from traitlab.judges.rate import write_ratings
         from traitlab.settings import store_path
         from traitlab.store import Store
 
         console = Console()
         try:
-            trait_set = load_trait_set(traits)
-            rated = load_dialogues(dialogues, target_role=target_role)[:limit]
+            trait_set = load_trait_set(require(preset_file(preset, data, "traits", traits), "--traits"))
+            path = require(preset_file(preset, data, "dialogues", dialogues), "--dialogues")
+            rated = load_dialogues(path, target_role=target_role_for(contrast, preset, target_role))[:limit]
         except ValueError as e:
             raise fail(e) from None
-        config = {"dialogues": str(dialogues), "traits": str(traits), "trait_set_hash": trait_set.hash,
-                  "judge": judge, "mode": mode, "expected": expected, "limit": limit}
+        config = {"dialogues": str(path), "traits": str(traits), "trait_set_hash": trait_set.hash,
+                  "judge": judge, "mode": mode, "expected": expected, "limit": limit,
+                  "target_role": rated[0].target_role}
         with Store(store_path(store)) as st:
-            run = st.start_run("score", trait_set.name, config, run_id=run_id)
-            st.add_dialogues(run, rated)
-            client = judge_client(judge, store=st, run_id=run, budget_usd=budget_usd)
-            ratings = rate_dialogues(rated, trait_set, client, mode=mode, expected=expected)
-            failed = st.sql("SELECT count(*) FROM calls WHERE run_id = ? AND error IS NOT NULL", [run])[0][0]
-            summary = {"dialogues": len(rated), "rated": len(ratings), "failed_calls": failed,
-                       "cost_usd": st.run_cost(run)}
-            st.finish_run(run, "done" if ratings else "failed", summary)
+            result = run(rated, trait_set, judge, mode=mode, expected=expected, budget_usd=budget_usd, store=st,
+                         run_id=run_id, config=config)
         if out:
-            out.write_text("".join(json.dumps({"id": r.dialogue_id, "judge": r.judge, "ratings": r.ratings}) + "\n"
-                                   for r in ratings), encoding="utf-8")
-        console.print(f"rated {len(ratings)}/{len(rated)} dialogues on {len(trait_set.traits)} traits "
-                      f"({failed} failed calls, ${summary['cost_usd']:.4f})" + (f"; wrote {out}" if out else ""))
-        print(run)
+            write_ratings(result.ratings, out)
+        wrote = f"; wrote {out}" if out else ""
+        console.print(f"rated {len(result.ratings)}/{len(rated)} dialogues on {len(trait_set.traits)} traits "
+                      f"({result.failed_calls} failed calls, ${result.cost_usd:.4f}){wrote}")
+        print(result.run_id)
 
 
 def _register_aggregate(app: typer.Typer) -> None:
@@ -76,61 +86,67 @@ def _register_aggregate(app: typer.Typer) -> None:
 
     @app.command("fit")
     def fit(
-        ratings: Annotated[Path, typer.Option(help="ratings JSONL ({id, judge, ratings: {trait_id: value}})")],
-        dialogues: Annotated[Path, typer.Option(help="labelled dialogues (labels and game ids)")],
-        traits: Annotated[Path, typer.Option(help="trait set JSON the ratings were made on")],
+        ratings: Annotated[Path | None, typer.Option(help="ratings JSONL ({id, judge, ratings: {trait_id: value}})")
+                           ] = None,
+        dialogues: Annotated[Path | None, typer.Option(help="labelled dialogues (labels and groups)")] = None,
+        traits: Annotated[Path | None, typer.Option(help="trait set JSON the ratings were made on")] = None,
         judge: Annotated[str | None, typer.Option(help="this judge's ratings ('mean': mean of all judges)")] = None,
         penalty: Annotated[Literal["l1", "l2", "elasticnet"], typer.Option(help="logistic penalty")] = "l1",
         C: Annotated[float, typer.Option("--C", help="inverse regularisation strength")] = 1.0,
         l1_ratio: Annotated[float, typer.Option(help="elastic-net mixing (1 = L1)")] = 0.5,
-        calibration: Annotated[Literal["platt", "isotonic", "none"], typer.Option(help="P(human) map")] = "platt",
-        folds: Annotated[int, typer.Option(help="cross-validation folds (grouped by game)")] = 5,
+        calibration: Annotated[Literal["platt", "isotonic", "none"], typer.Option(
+            help="P(positive) map")] = "platt",
+        folds: Annotated[int, typer.Option(help="cross-validation folds (grouped by the contrast's group)")] = 5,
         seed: Annotated[int, typer.Option(help="fold shuffling and bootstrap seed")] = 0,
-        bootstrap: Annotated[int, typer.Option(help="game-bootstrap refits for weight CIs and selection")] = 200,
+        bootstrap: Annotated[int, typer.Option(help="group-bootstrap refits for weight CIs and selection")] = 200,
         select: Annotated[Literal["none", "threshold", "stable"], typer.Option(
             help="refit on the traits kept by |w| > 0.2 (HAL) or by bootstrap stability")] = "none",
         out: Annotated[Path, typer.Option(help="where to write the aggregator")] = Path("aggregator.json"),
         report: Annotated[Path | None, typer.Option(help="where to write the fit report JSON")] = None,
+        contrast: ContrastOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
+        target_role: TargetRoleOpt = None, group: GroupOpt = None, preset: PresetOpt = None, data: DataOpt = None,
         store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
     ) -> None:
-        """Fit a calibrated logistic aggregator on trait ratings, cross-validated by game."""
+        """Fit a calibrated logistic aggregator on trait ratings, cross-validated by group."""
         from rich.console import Console
         from rich.table import Table
 
         from traitlab.data import load_dialogues, load_ratings, load_trait_set
-        from traitlab.judges.aggregate import average_judges, fit_aggregator
+        from traitlab.judges.aggregate import fit as run
         from traitlab.settings import store_path
         from traitlab.store import Store
 
         console = Console()
-        kw = {"penalty": penalty, "C": C, "folds": folds, "seed": seed, "calibration": calibration,
-              "l1_ratio": l1_ratio, "n_bootstrap": bootstrap, "name": judge}
         try:  # bad files and unusable ratings (DataError is a ValueError) end in one clear line
-            rated = load_ratings(ratings, judge=None if judge == "mean" else judge)
-            if judge == "mean":
-                rated = average_judges(rated)
-            trait_set = load_trait_set(traits)
-            labelled = load_dialogues(dialogues)
-            agg, rep = fit_aggregator(rated, labelled, trait_set, **kw)
-            reports = [rep]
-            if select != "none":
-                kept = rep.selected_threshold if select == "threshold" else rep.selected_stable
-                if not kept:
-                    raise ValueError(f"no trait passes the --select {select} rule at C={C}")
-                agg, rep = fit_aggregator(rated, labelled, trait_set, **kw, only=kept)
-                reports.append(rep)
+            if judge is None and preset is not None:
+                from traitlab.presets import get_preset
+
+                judge = get_preset(preset).judge
+            rated = load_ratings(require(preset_file(preset, data, "ratings", ratings), "--ratings"),
+                                 judge=None if judge == "mean" else judge)
+            trait_set = load_trait_set(require(preset_file(preset, data, "traits", traits), "--traits"))
+            labelled = load_dialogues(require(preset_file(preset, data, "dialogues", dialogues), "--dialogues"),
+                                      target_role=target_role_for(contrast, preset, target_role))
+            spec = resolve(labelled, contrast, preset, positive, negative, target_role, group)
+            config = {"ratings": str(ratings), "dialogues": str(dialogues), "traits": str(traits), "judge": judge,
+                      "penalty": penalty, "C": C, "l1_ratio": l1_ratio, "calibration": calibration,
+                      "folds": folds, "seed": seed, "bootstrap": bootstrap, "out": str(out)}
+            with Store(store_path(store)) as st:
+                result = run(rated, labelled, trait_set, contrast=spec, judge=judge, select=select, store=st,
+                             config=config, penalty=penalty, C=C, folds=folds, seed=seed, calibration=calibration,
+                             l1_ratio=l1_ratio, n_bootstrap=bootstrap)
         except ValueError as e:
             raise fail(e) from None
-        config = {"ratings": str(ratings), "dialogues": str(dialogues), "traits": str(traits), "judge": judge,
-                  "penalty": penalty, "C": C, "l1_ratio": l1_ratio, "calibration": calibration, "folds": folds,
-                  "seed": seed, "bootstrap": bootstrap, "select": select, "trait_set_hash": trait_set.hash}
+        agg, rep = result.aggregator, result.report
         agg.save(out)
         if report:
             report.write_text(rep.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
-        cv = Table(title=f"cross-validated ({folds} folds by game, {rep.n_rows} transcripts, {rep.n_games} games)")
+        cv = Table(title=f"cross-validated ({folds} folds by group, {rep.n_rows} dialogues, {rep.n_games} groups; "
+                         f"P({spec.positive_name}))")
         for col in ("judge", "traits", "pairwise acc", "AUC", "accuracy", "ECE", "ECE uncal.", "log loss", "used"):
             cv.add_column(col, justify="left" if col in ("judge", "traits") else "right")
+        reports = [rep] if result.all_traits is None else [result.all_traits, rep]
         for r, label in zip(reports, ["all", f"{select} (refit)"], strict=False):
             m = r.cv
             used = sum(abs(s.weight) > 0 for s in r.traits.values())
@@ -138,7 +154,7 @@ def _register_aggregate(app: typer.Typer) -> None:
             cv.add_row(r.name, label, pw, f"{m.auc:.4f}", f"{m.accuracy:.4f}",
                        f"{m.ece:.4f}", f"{m.ece_uncalibrated:.4f}", f"{m.log_loss:.4f}", f"{used}/{len(r.traits)}")
         console.print(cv)
-        tt = Table(title=f"weights per rating point ({bootstrap} game-bootstrap fits)")
+        tt = Table(title=f"weights per rating point ({bootstrap} group-bootstrap fits)")
         for col in ("trait", "weight", "95% CI", "sel. freq", f"|w|>{rep.threshold}", f"freq>={rep.min_freq}"):
             tt.add_column(col, justify="left" if col == "trait" else "right", no_wrap=True)
         tt.add_column("text", no_wrap=True, overflow="ellipsis", max_width=50)
@@ -148,15 +164,7 @@ def _register_aggregate(app: typer.Typer) -> None:
             tt.add_row(tid, f"{s.weight:+.3f}", ci, freq, "x" if tid in rep.selected_threshold else "",
                        "x" if tid in rep.selected_stable else "", trait_set[tid].text[:60])
         console.print(tt)
-
-        with Store(store_path(store)) as st:
-            run_id = st.start_run("fit", name=rep.name, config=config)
-            st.put_artifact(run_id, "aggregator", agg.model_dump(mode="json"))
-            st.put_artifact(run_id, "fit_report", rep.model_dump(mode="json"))
-            if len(reports) > 1:
-                st.put_artifact(run_id, "fit_report_all_traits", reports[0].model_dump(mode="json"))
-            st.finish_run(run_id, summary=rep.cv.model_dump() | {"out": str(out)})
-        console.print(f"aggregator -> {out}" + (f", report -> {report}" if report else "") + f" (run {run_id})")
+        console.print(f"aggregator -> {out}" + (f", report -> {report}" if report else "") + f" (run {result.run_id})")
 
 
 def _register_reward(app: typer.Typer) -> None:

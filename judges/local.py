@@ -201,11 +201,12 @@ def _convert(name: str, dest: Path) -> None:
     """Dequantise the GGUF once and save it as bf16 safetensors; written aside then renamed, so that
     concurrent processes never see a half-written folder."""
     spec, src = _spec(name), gguf_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, local_files_only=True)
     if not tokenizer.chat_template:
         tokenizer.chat_template = spec.chat_template
     model = AutoModelForCausalLM.from_pretrained(
-        src.parent, gguf_file=src.name, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+        src.parent, gguf_file=src.name, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True),
+        local_files_only=True,
     )
     # The weights are plain tensors now: drop the GGUF quantizer so that they save as an ordinary checkpoint.
     vars(model.config).pop("quantization_config", None)
@@ -240,8 +241,8 @@ def load_local_model(name: str = "smollm2-135m") -> tuple[PreTrainedModel, PreTr
             dest = cache_dir() / "models" / name
             if not (dest / "config.json").exists():
                 _convert(name, dest)
-            tokenizer = AutoTokenizer.from_pretrained(dest)
-            model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32).eval()
+            tokenizer = AutoTokenizer.from_pretrained(dest, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32, local_files_only=True).eval()
             _LOADED[name] = (model, tokenizer)
         return _LOADED[name]
 

@@ -196,3 +196,56 @@ def rate_dialogues(dialogues: Sequence[Dialogue], trait_set: TraitSet, client: J
     if client.store is not None and client.run_id is not None:
         client.store.add_ratings(client.run_id, ratings)
     return ratings
+
+
+class ScoreResult(BaseModel):
+    """What a scoring run produced: the ratings (keyed by trait id) and its bookkeeping."""
+
+    ratings: list[TraitRatings]
+    n_dialogues: int
+    failed_calls: int
+    cost_usd: float
+    run_id: str | None = None
+
+
+def score(dialogues: Sequence[Dialogue], trait_set: TraitSet, client: JudgeClient | str = "local/smollm2-135m",
+          *, mode: Mode = "all", expected: bool = False, budget_usd: float | None = None,
+          store: Store | None = None, run_id: str | None = None, config: dict[str, Any] | None = None
+          ) -> ScoreResult:
+    """Rate each dialogue's judged speaker on every trait with a judge (a JudgeClient or a LiteLLM name).
+
+    With ``store`` it is one ``score`` run (``run_id`` resumes one: finished calls are cache hits) holding
+    the ratings and every call; the run is marked failed when no dialogue was rated.
+    """
+    if store is None:
+        judge = client if not isinstance(client, str) else judge_client(client, budget_usd=budget_usd)
+        ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
+        return ScoreResult(ratings=ratings, n_dialogues=len(dialogues),
+                           failed_calls=len(dialogues) - len(ratings) if mode == "all" else 0, cost_usd=0.0)
+    model = client if isinstance(client, str) else client.model
+    run = store.start_run("score", trait_set.name, config or {"trait_set_hash": trait_set.hash, "judge": model,
+                                                              "mode": mode, "expected": expected},
+                          run_id=run_id)
+    try:
+        judge = judge_client(client, store=store, run_id=run, budget_usd=budget_usd) if isinstance(client, str) \
+            else client
+        ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
+    except BaseException as e:
+        store.finish_run(run, "failed", {"error": str(e)})
+        raise
+    failed = store.sql("SELECT count(*) FROM calls WHERE run_id = ? AND error IS NOT NULL", [run])[0][0]
+    result = ScoreResult(ratings=ratings, n_dialogues=len(dialogues), failed_calls=failed,
+                         cost_usd=store.run_cost(run), run_id=run)
+    store.finish_run(run, "done" if ratings else "failed", result.model_dump(exclude={"ratings", "run_id"})
+                     | {"dialogues": len(dialogues), "rated": len(ratings)})
+    return result
+
+
+def write_ratings(ratings: Sequence[TraitRatings], path: str | Path) -> Path:
+    """Ratings as JSONL ``{"judge", "id", "ratings": {trait_id: value}}`` (what ``load_ratings`` reads)."""
+    import json
+
+    path = Path(path)
+    path.write_text("".join(json.dumps({"id": r.dialogue_id, "judge": r.judge, "ratings": r.ratings}) + "\n"
+                            for r in ratings), encoding="utf-8")
+    return path

@@ -39,12 +39,12 @@ from traitlab.judges.aggregate import (
     Calibration,
     expected_calibration_error,
     fit_calibration,
-    game_id,
     grouped_folds,
     pairwise_accuracy_groups,
 )
 from traitlab.judges.reward_features import STYLE_FEATURES, features, style_features
 from traitlab.judges.reward_hf_modeling import TraitHead
+from traitlab.presets.hal import game_id
 from traitlab.types import Dialogue, Message, RewardScore, TraitSet
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
@@ -328,7 +328,7 @@ class LocalReward:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        base = AutoModel.from_pretrained(encoder_path())
+        base = AutoModel.from_pretrained(encoder_path(), local_files_only=True)
         config = hf.TraitlabRewardConfig(
             encoder=base.config.to_dict(), hidden=self.config.hidden, dropout=self.config.dropout,
             trait_ids=self.trait_ids, style_names=list(STYLE_FEATURES), trait_set_hash=self.trait_set_hash,
@@ -339,7 +339,7 @@ class LocalReward:
         model.bert.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("pooler.")})
         model.reward_head.load_state_dict(self.head.state_dict())
         model.save_pretrained(str(path))
-        AutoTokenizer.from_pretrained(encoder_path()).save_pretrained(str(path))
+        AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True).save_pretrained(str(path))
         shutil.copyfile(hf.__file__, path / "modeling_traitlab_reward.py")
         return path
 

@@ -14,16 +14,16 @@ from traitlab.judges import cli as judges_cli
 from traitlab.judges.aggregate import (
     Aggregator,
     TraitMismatchError,
-    aggregator_from_hl16,
     average_judges,
     expected_calibration_error,
     fit_aggregator,
     fit_arrays,
-    game_id,
     grouped_folds,
     pairwise_accuracy,
     reliability_bins,
 )
+from traitlab.presets.hal import game_id
+from traitlab.presets.hal.traits import aggregator_from_hl16
 from traitlab.store import Store
 from traitlab.types import TraitRatings
 

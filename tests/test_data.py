@@ -113,12 +113,14 @@ def check(err: DataError, path: Path, line: int, field: str | None, problem: str
     ({"id": "x"}, "messages", "missing"),
     ({"id": "x", "messages": [{"role": "witness"}]}, "messages[0]", "needs 'role' and 'content'"),
     ({"id": "x", "messages": [{"role": "witness", "content": 7}]}, "messages[0].content", "must be a string"),
-    (turing("x", ("interrogator", "hi"), ("robot", "beep")), "messages", "unknown role(s) ['robot']"),
-    (turing("x", ("interrogator", "hi"), ("assistant", "hello")), "messages", "mixes Turing and OpenAI roles"),
+    (turing("x", ("interrogator", "hi"), ("robot", "beep")), "messages",
+     "roles ['interrogator', 'robot'] match no known shape; pass target_role"),
+    (turing("x", ("interrogator", "hi"), ("assistant", "hello")), "messages", "match no known shape"),
     ({"id": "x", "messages": []}, "messages", "empty dialogue"),
     (turing("x", ("interrogator", "only the interrogator")), "messages", "'witness' never speaks"),
-    ({**GOOD, "id": "x", "label": "Human"}, "label", "must be 'human', 'ai' or absent"),
-    ({"id": "x", "dialogue": "no tags at all"}, "dialogue", "no 'P:'/'D:'"),
+    ({**GOOD, "id": "x", "label": 7}, "label", "must be a non-empty string or absent"),
+    ({**GOOD, "id": "x", "label": " "}, "label", "must be a non-empty string or absent"),
+    ({"id": "x", "dialogue": "no tags at all"}, "dialogue", "no tagged line (known tags: 'I:', 'W:', 'P:', 'D:')"),
     ({"id": "x", "dialogue": ["P: hi"]}, "dialogue", "must be a string"),
 ])
 def test_bad_record_names_file_line_field(tmp_path, record, field, problem):
@@ -185,7 +187,7 @@ def test_csv_with_transcript_column(tmp_path):
 
 @pytest.mark.parametrize(("text", "line", "field", "problem"), [
     ('id,text\ng1,"I: hi"\n', 1, "transcript", "missing column"),
-    ('id,transcript\ng1,"I: hi\nW: yo"\ng2,just words\n', 4, "transcript", "no 'P:'/'D:'"),
+    ('id,transcript\ng1,"I: hi\nW: yo"\ng2,just words\n', 4, "transcript", "no tagged line"),
     ('id,transcript\ng1,"I: hi\nW: yo",extra\n', 2, None, "3 fields where the header has 2"),
     ('id,label,transcript\ng1,"I: hi\nW: yo"\n', 2, None, "2 fields where the header has 3"),
     ('id,transcript\ng1,"I: hi\nW: yo"\ng1,"I: a\nW: b"\n', 4, "id", "duplicate id 'g1' (first on line 2)"),
@@ -234,3 +236,37 @@ def test_bad_proposals_and_edited_trait_set(tmp_path, shared_data):
     with pytest.raises(DataError) as e:
         load_trait_set(tmp_path / "ts.json")
     assert e.value.field == "hash" and "file edited?" in e.value.problem
+
+
+def support(i: int, label: str, ticket: str) -> dict:
+    return {"id": f"t{i}", "group": ticket, "label": label,
+            "messages": [{"role": "customer", "content": "my order is late"}, {"role": "agent", "content": "sorry!"}]}
+
+
+def test_any_roles_and_labels_with_a_target_role(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", support(1, "best", "k1"), support(2, "average", "k1"),
+                       support(3, "best", "k2"))
+    with pytest.raises(DataError) as e:  # who is judged cannot be guessed from roles no shape knows
+        load_dialogues(path)
+    check(e.value, path, 1, "messages", "roles ['agent', 'customer'] match no known shape")
+    ds = load_dialogues(path, target_role="agent")
+    assert [(d.label, d.target_role, d.meta["group"]) for d in ds] == [
+        ("best", "agent", "k1"), ("average", "agent", "k1"), ("best", "agent", "k2")]
+    pairs = pair_dialogues(ds)  # paired by the group field; k2 has one side only
+    assert [(p.id, p.side("best").id, p.side("average").id) for p in pairs] == [("k1", "t1", "t2")]
+    from traitlab.contrast import Contrast
+
+    c = Contrast(positive="best", negative="average", description="best vs average agents")
+    assert pair_dialogues(ds, c)[0].id == "k1"
+    assert pair_dialogues(ds, c.override(positive="excellent")) == []  # labels must be the contrast's
+
+
+def test_general_loader_names_no_preset_roles():
+    """HAL's roles and tags come from its preset's registered shapes, not from the general loader."""
+    import inspect
+
+    import traitlab.data as data
+
+    src = inspect.getsource(data)
+    for word in ("witness", "interrogator", "patient", "doctor"):
+        assert word not in src, word

@@ -153,8 +153,8 @@ def test_inverse_turing_always_a(store):
     from traitlab.judges.client import JudgeClient
 
     pairs = pair_dialogues(sample_dialogues())
-    answer = ('{"human": "A", "confidence": 80, "traits": ["Uses casual slang a lot", "Makes small typos often", '
-              '"Asks questions back to them"], "ai_tells": []}')
+    answer = ('{"positive": "A", "confidence": 80, "traits": ["Uses casual slang a lot", "Makes small typos often", '
+              '"Asks questions back to them"], "negative_tells": []}')
     client = JudgeClient("openai/gpt-4o-mini", store=store, run_id="it", instructor_mode=instructor.Mode.JSON,
                          mock_response=answer)
     res = inverse_turing(pairs, client)
@@ -166,7 +166,7 @@ def test_inverse_turing_always_a(store):
 
 def test_summarise_verdicts_perfect_and_calibrated():
     v = [VerdictRecord(pair_id=str(i), order=o, said=h, correct=True, confidence=1.0)
-         for i in range(10) for o, h in (("human_first", "A"), ("ai_first", "B"))]
+         for i in range(10) for o, h in (("positive_first", "A"), ("negative_first", "B"))]
     res = summarise_verdicts("m", v)
     assert (res.accuracy, res.swap_consistency, res.said_a, res.ece) == (1.0, 1.0, 0.5, 0.0)
     assert res.accuracy_ci == (1.0, 1.0)

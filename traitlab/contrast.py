@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,16 @@ class Contrast(BaseModel):
 
     def group_of(self, dialogue: Dialogue) -> str:
         """The context id pairing this dialogue with its other side (the dialogue's own id when none)."""
-        for key in (self.group, *GROUP_KEYS):
-            if key in dialogue.meta and dialogue.meta[key] not in (None, ""):
-                return str(dialogue.meta[key])
-        return dialogue.id
+        return group_of(dialogue, self.group)
+
+    def check_labels(self, dialogues: Iterable[Dialogue]) -> None:
+        """Raise ValueError naming the first dialogue whose label is neither side (unlabelled ones pass)."""
+        for d in dialogues:
+            self.y(d)
+
+    def for_prompt(self) -> dict[str, str]:
+        """What the discovery and merge prompts quote of the contrast."""
+        return {"positive": self.positive_name, "negative": self.negative_name, "description": self.description}
 
     def override(self, **fields: Any) -> Contrast:
         """A copy with the fields that are not None replaced (what CLI flags do)."""
@@ -98,7 +105,48 @@ class Contrast(BaseModel):
             err = e.errors()[0]
             raise DataError(path, None, ".".join(map(str, err["loc"])) or None, err["msg"]) from None
 
+    @classmethod
+    def resolve(cls, contrast: Contrast | str | Path | None, dialogues: Iterable[Dialogue] = (), *,
+                positive: str | None = None, negative: str | None = None, target_role: str | None = None,
+                group: str | None = None) -> Contrast:
+        """The contrast a command or library call means: a Contrast, a YAML/JSON file, a preset name, or None.
+
+        None takes the contrast of the one registered preset whose labels cover the dialogues' labels
+        (so a preset's own files need no flag), else a contrast of ``positive``/``negative`` when both are
+        given; anything else is a ValueError saying what to pass. Flags then override fields.
+        """
+        if isinstance(contrast, Contrast):
+            base = contrast
+        elif isinstance(contrast, Path) or (isinstance(contrast, str) and Path(contrast).suffix.lower() in
+                                             (".yaml", ".yml", ".json")):
+            base = cls.load(contrast)
+        elif isinstance(contrast, str):
+            from traitlab.presets import get_preset
+
+            base = get_preset(contrast).contrast
+        else:
+            labels = {d.label for d in dialogues if d.label is not None}
+            from traitlab.presets import contrast_for_labels
+
+            found = contrast_for_labels(labels) if not (positive and negative) else None
+            if found is None:
+                if not (positive and negative):
+                    raise ValueError(f"labels {sorted(labels)}: say which side is which with --positive LABEL "
+                                     "--negative LABEL or --contrast FILE (or a preset)")
+                found = cls(name="contrast", positive=positive, negative=negative,
+                            description=f"{positive} versus {negative}")
+            base = found
+        return base.override(positive=positive, negative=negative, target_role=target_role, group=group)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_text(yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False), encoding="utf-8")
         return path
+
+
+def group_of(dialogue: Dialogue, key: str = "group") -> str:
+    """``meta[key]``, else the first of :data:`GROUP_KEYS` present, else the dialogue's own id."""
+    for k in (key, *GROUP_KEYS):
+        if k in dialogue.meta and dialogue.meta[k] not in (None, ""):
+            return str(dialogue.meta[k])
+    return dialogue.id

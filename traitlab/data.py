@@ -1,14 +1,17 @@
 """Loaders for the dialogue, rating, trait and proposal files traitlab reads.
 
 Every loader reads the whole file before returning: a bad line raises :class:`DataError` naming the file,
-the line and the field, and nothing is half-loaded. Shapes understood (detected per line):
+the line and the field, and nothing is half-loaded. A record is
 
-- Turing games: ``{"id", "messages": [{"role": "interrogator"|"witness", ...}], "label"?}``; the witness is
-  judged.
-- Doctor-patient: ``{"id", "dialogue": "P: ...\\nD: ..."}``; the patient is judged.
-- OpenAI messages: ``{"id"?, "messages": [{"role": "user"|"assistant"|"system", ...}]}``; the assistant is
-  judged unless ``target_role`` says otherwise.
-- CSV with a ``transcript`` column of ``I:``/``W:`` or ``P:``/``D:`` lines (and optional ``id``, ``label``).
+- ``{"id"?, "messages": [{"role", "content"}, ...], "label"?, "group"?, ...}`` with any role names: pass
+  ``target_role`` to say who is judged. Without it, the roles must match a registered :class:`Shape` (the
+  OpenAI ``user``/``assistant`` convention is built in: the assistant is judged; presets add theirs, e.g.
+  HAL's, see :mod:`traitlab.presets.hal`);
+- or ``{"id"?, "dialogue"|"transcript": "X: ...\\nY: ..."}``, lines tagged with the one-letter tags of a
+  registered shape; a CSV with a ``transcript`` column is read the same way.
+
+``label`` is any string (which side of the contrast, see :mod:`traitlab.contrast`); every other top-level
+scalar field (``group``, ``game_id``, ...) is kept in ``meta``.
 """
 
 from __future__ import annotations
@@ -17,21 +20,73 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from traitlab.types import Dialogue, DialoguePair, Message, TraitRatings, TraitSet
 
+if TYPE_CHECKING:
+    from traitlab.contrast import Contrast
+
 MAX_MESSAGE_CHARS = 1_000_000
 """A message longer than this is almost surely a broken file, not a conversation."""
 
-TURING_ROLES = {"interrogator", "witness"}
-OPENAI_ROLES = {"system", "user", "assistant", "tool", "developer"}
-TAG_ROLES = {"I": "interrogator", "W": "witness", "P": "patient", "D": "doctor"}
-TAG_TARGET = {"witness": "witness", "patient": "patient"}
+RESERVED_FIELDS = {"id", "messages", "dialogue", "transcript", "label", "meta"}
+"""Record fields that are the dialogue itself; every other scalar field goes to ``meta``."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A family of dialogues recognised without ``target_role``: its roles, the judged one, line tags."""
+
+    name: str
+    roles: frozenset[str]
+    target: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """One-letter transcript tags -> role (``{"C": "customer"}``); empty: messages records only."""
+
+
+_SHAPES: dict[str, Shape] = {}
+
+
+def register_shape(shape: Shape) -> Shape:
+    """Let the loaders recognise ``shape`` (a preset calls this at import; re-registering replaces)."""
+    clash = {t: s.name for s in _SHAPES.values() if s.name != shape.name for t in s.tags if t in shape.tags}
+    if clash:
+        raise ValueError(f"shape {shape.name!r}: transcript tags {sorted(clash)} are taken by "
+                         f"{sorted(set(clash.values()))}")
+    _SHAPES[shape.name] = shape
+    return shape
+
+
+register_shape(Shape("openai", frozenset({"system", "user", "assistant", "tool", "developer"}), "assistant"))
+
+
+def shapes() -> list[Shape]:
+    """The registered shapes, plugins (presets) loaded first."""
+    from traitlab.registry import load_plugins
+
+    load_plugins()
+    return list(_SHAPES.values())
+
+
+def transcript_tags() -> dict[str, str]:
+    """Every registered transcript tag -> role."""
+    return {t: r for s in shapes() for t, r in s.tags.items()}
+
+
+def _shape_of(roles: set[str], loose: bool = False) -> Shape | None:
+    """The one shape holding all ``roles``; ``loose`` (tagged transcripts, where a stray tag of another shape
+    is a generator's slip) takes the one sharing the most roles instead."""
+    found = [s for s in shapes() if roles <= s.roles]
+    if not found and loose:
+        best = max((len(roles & s.roles) for s in shapes()), default=0)
+        found = [s for s in shapes() if best and len(roles & s.roles) == best]
+    return found[0] if len(found) == 1 else None
 
 
 class DataError(ValueError):
@@ -87,18 +142,22 @@ def _undecodable_field(line: bytes) -> str | None:
     return find(obj, "")
 
 
-def parse_tagged_transcript(text: str) -> list[Message]:
-    """Turn ``P: ...``/``D: ...`` (or ``I:``/``W:``) lines into messages.
+def parse_tagged_transcript(text: str, tags: Mapping[str, str] | None = None) -> list[Message]:
+    """Turn ``X: ...`` lines into messages, ``X`` a tag of ``tags`` (default: every registered shape's).
 
     Untagged lines continue the previous message. A leading turn number (``2. D:``), which some generators
     emit, is tolerated.
     """
+    tags = transcript_tags() if tags is None else tags
+    if not tags:
+        return []
     messages: list[Message] = []
-    tag = re.compile(r"^\s*(?:\d+[.)]\s*)?([IWPD])\s*:\s?(.*)$")
+    alt = "|".join(re.escape(t) for t in sorted(tags, key=len, reverse=True))
+    tag = re.compile(rf"^\s*(?:\d+[.)]\s*)?({alt})\s*:\s?(.*)$")
     for line in text.splitlines():
         m = tag.match(line)
         if m:
-            messages.append(Message(role=TAG_ROLES[m.group(1)], content=m.group(2).strip()))
+            messages.append(Message(role=tags[m.group(1)], content=m.group(2).strip()))
         elif line.strip() and messages:
             last = messages[-1]
             messages[-1] = Message(role=last.role, content=f"{last.content}\n{line.strip()}")
@@ -107,10 +166,10 @@ def parse_tagged_transcript(text: str) -> list[Message]:
 
 def dialogue_from_record(obj: dict[str, Any], *, default_id: str, target_role: str | None = None) -> Dialogue:
     """Build a Dialogue from one record of any supported shape (raises ValueError/KeyError with the field)."""
-    meta = dict(obj.get("meta") or {})
-    for key in ("game_id", "witness", "policy_model", "epoch", "persona_id", "generator_model", "judge"):
-        if key in obj:
-            meta.setdefault(key, obj[key])
+    meta = dict(obj.get("meta") or {}) if isinstance(obj.get("meta"), dict) else {}
+    for key, value in obj.items():
+        if key not in RESERVED_FIELDS and (value is None or isinstance(value, str | int | float | bool)):
+            meta.setdefault(key, value)
     if "messages" in obj:
         raw = obj["messages"]
         if not isinstance(raw, list):
@@ -122,36 +181,32 @@ def dialogue_from_record(obj: dict[str, Any], *, default_id: str, target_role: s
             if not isinstance(m["content"], str):
                 raise _FieldError(f"messages[{i}].content", "must be a string")
             messages.append(Message(role=str(m["role"]), content=m["content"]))
-        roles = {m.role for m in messages}
-        if target_role is None:
-            if roles <= TURING_ROLES:
-                target_role = "witness"
-            elif roles <= OPENAI_ROLES:
-                target_role = "assistant"
-            else:
-                unknown = sorted(roles - TURING_ROLES - OPENAI_ROLES)
-                problem = f"unknown role(s) {unknown}" if unknown else f"mixes Turing and OpenAI roles {sorted(roles)}"
-                raise _FieldError("messages", f"{problem}; pass target_role to say who is judged")
     elif "dialogue" in obj or "transcript" in obj:
         key = "dialogue" if "dialogue" in obj else "transcript"
         if not isinstance(obj[key], str):
             raise _FieldError(key, "must be a string of tagged lines")
-        messages = parse_tagged_transcript(obj[key])
+        tags = transcript_tags()
+        messages = parse_tagged_transcript(obj[key], tags)
         if not messages:
-            raise _FieldError(key, "no 'P:'/'D:' or 'I:'/'W:' tagged line")
-        if target_role is None:
-            roles = {m.role for m in messages}
-            target_role = "patient" if roles & {"patient", "doctor"} else "witness"
+            known = ", ".join(f"'{t}:'" for t in tags) or "none registered"
+            raise _FieldError(key, f"no tagged line (known tags: {known}); or give 'messages' with roles")
     else:
         raise _FieldError("messages", "missing: need 'messages' or a 'dialogue'/'transcript' string")
     if not messages:
         raise _FieldError("messages", "empty dialogue")
+    if target_role is None:
+        roles = {m.role for m in messages}
+        shape = _shape_of(roles, loose="messages" not in obj)
+        if shape is None:
+            raise _FieldError("messages", f"roles {sorted(roles)} match no known shape; pass target_role "
+                                          "(--target-role) to say who is judged")
+        target_role = shape.target
     for i, m in enumerate(messages):
         if len(m.content) > MAX_MESSAGE_CHARS:
             raise _FieldError(f"messages[{i}].content", f"{len(m.content):,} characters (limit {MAX_MESSAGE_CHARS:,})")
     label = obj.get("label")
-    if label not in (None, "human", "ai"):
-        raise _FieldError("label", f"must be 'human', 'ai' or absent, got {label!r}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise _FieldError("label", f"must be a non-empty string or absent, got {label!r}")
     if not any(m.role == target_role for m in messages):
         raise _FieldError("messages", f"the judged speaker {target_role!r} never speaks")
     return Dialogue(id=str(obj.get("id", default_id)), messages=messages, target_role=target_role,
@@ -237,15 +292,22 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n, rec
 
 
-def pair_dialogues(dialogues: list[Dialogue], key: str = "game_id") -> list[DialoguePair]:
-    """Group dialogues into contrastive pairs by ``meta[key]``; games without exactly 2 are dropped."""
+def pair_dialogues(dialogues: list[Dialogue], contrast: Contrast | None = None) -> list[DialoguePair]:
+    """Contrastive pairs: dialogues grouped by the contrast's group field (``group``/``game_id`` without a
+    contrast); a group counts when it holds exactly two dialogues with the contrast's two labels (any two
+    different labels without one). Others are dropped."""
+    from traitlab.contrast import group_of
+
     groups: dict[str, list[Dialogue]] = {}
     for d in dialogues:
-        if key in d.meta:
-            groups.setdefault(str(d.meta[key]), []).append(d)
+        g = contrast.group_of(d) if contrast is not None else group_of(d)
+        if g != d.id:
+            groups.setdefault(g, []).append(d)
     pairs = []
     for gid, ds in groups.items():
-        if len(ds) == 2 and {d.label for d in ds} == {"human", "ai"}:
+        labels = {d.label for d in ds}
+        wanted = set(contrast.labels) if contrast is not None else labels - {None}
+        if len(ds) == 2 and len(wanted) == 2 and labels == wanted:
             a, b = sorted(ds, key=lambda d: d.id)
             pairs.append(DialoguePair(id=gid, a=a, b=b))
     return pairs
@@ -277,7 +339,7 @@ def load_trait_set(path: str | Path, *, name: str | None = None, version: str = 
 def load_ratings(path: str | Path, *, judge: str | None = None) -> list[TraitRatings]:
     """Load ratings JSONL: ``{"id", "judge"?, "ratings": {trait_id: value}}`` per line.
 
-    ``judge`` filters (or names the judge when the file has none, as the doctor files do: GPT-5).
+    ``judge`` filters (or names the judge when the file has none).
     """
     path = Path(path)
     out = []
@@ -301,7 +363,7 @@ def load_ratings(path: str | Path, *, judge: str | None = None) -> list[TraitRat
 
 
 def load_proposals(path: str | Path) -> list[dict[str, Any]]:
-    """Load trait proposals ``{"game_id", "proposer", "statements": [...]}`` (one record per game)."""
+    """Load trait proposals ``{"group" (or "game_id"), "proposer", "statements": [...]}`` (one per pair)."""
     path = Path(path)
     out = []
     for n, obj in read_jsonl(path):
@@ -318,6 +380,6 @@ def sample_trait_set() -> TraitSet:
 
 
 def sample_dialogues() -> list[Dialogue]:
-    """A handful of Turing-style dialogues written for traitlab, for the offline default and the tests."""
+    """A handful of chat dialogues written for traitlab (HAL's Turing shape), for the offline default and tests."""
     return load_dialogues(Path(__file__).parent / "sample" / "dialogues.jsonl")
 

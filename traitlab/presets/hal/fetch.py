@@ -30,6 +30,7 @@ import typer
 from pydantic import BaseModel
 
 from traitlab.data import DataError, read_csv_rows, read_jsonl
+from traitlab.presets.hal import DOCTOR_TRAIN_JUDGE, JUDGE, TURING_JUDGES
 from traitlab.settings import cache_dir, data_dir
 
 HAL_REPO = "ROC-HCI/hal"
@@ -38,12 +39,11 @@ RAW_BASE = f"https://raw.githubusercontent.com/{HAL_REPO}/{HAL_COMMIT}/"
 LOCK_NAME = "hal.lock.json"
 
 TURING_CSV = "data/turing_test_over_50.csv"
-TURING_JUDGES = ("gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-oss-120b", "gpt-oss-20b")
-PROPOSALS_CSV, PROPOSER = "FS_output/run_7_gpt-5.csv", "gpt-5"
+PROPOSALS_CSV, PROPOSER = "FS_output/run_7_gpt-5.csv", JUDGE
 WEIGHTS_JSON = "HAL16_judge_weights.json"
 HAL32Q_NOTEBOOK = "3. HAL32Q-Judge-Turing_data.ipynb"
 SYNTH_TEST_CSV = "data/synthlabs_dialogues_test.csv"
-SYNTH_TRAIN_CSV, SYNTH_TRAIN_JUDGE = "data/synthlabs_dialogues_train_scored_gpt-5-mini.csv", "gpt-5-mini"
+SYNTH_TRAIN_CSV, SYNTH_TRAIN_JUDGE = "data/synthlabs_dialogues_train_scored_gpt-5-mini.csv", DOCTOR_TRAIN_JUDGE
 PROMPTS_CSV = "data/prompts_synthlabs_dialogues_{split}.csv"
 
 HL16_SELECTED_IDX = (0, 1, 2, 3, 4, 5, 6, 11, 14, 16, 19, 20, 23, 25, 27, 31)

@@ -22,7 +22,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from traitlab import fetch
 from traitlab.data import (
     DataError,
     load_dialogues,
@@ -32,6 +31,7 @@ from traitlab.data import (
     pair_dialogues,
     read_jsonl,
 )
+from traitlab.presets.hal import fetch
 
 app = typer.Typer()
 fetch.register(app)  # the same commands ``traitlab data ...`` has (see test_traitlab_cli_has_the_data_group)
