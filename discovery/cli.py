@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from traitlab.console import fail
+from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
 
 StoreOpt = Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")]
 
@@ -38,8 +38,10 @@ def discover(
         help="where to write new proposals (default: next to --out)")] = None,
     budget_usd: Annotated[float | None, typer.Option(help="stop calling the judge beyond this spend")] = None,
     store: StoreOpt = None,
+    max_failures: MaxFailuresOpt = None,
 ) -> None:
-    """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged."""
+    """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged.
+    Exits 1 when more proposal calls than ``--max-failures`` failed."""
     from rich.console import Console
 
     from traitlab.data import load_dialogues, load_proposals, pair_dialogues
@@ -52,11 +54,15 @@ def discover(
     console = Console()
     if (pairs is None) == (proposals is None):
         raise fail("give exactly one of --pairs (propose, then consolidate) or --proposals (consolidate only)")
+    policy = policy_or_fail(max_failures)
+    check_outputs(("--out", out, False), ("--store", store_path(store), False),
+                  ("--proposals-out", None if proposals else proposals_out or out.with_suffix(".proposals.jsonl"),
+                   False))
+    made: list = []
     config = {"pairs": str(pairs), "proposals": str(proposals), "judge": judge, "limit": limit,
               "both_orders": both_orders, "seed": seed, "n_traits": n_traits, "min_games": min_games,
               "merge_judge": merge_judge}
-    with Store(store_path(store)) as st:
-        run_id = st.start_run("discover", name, config)
+    with Store(store_path(store)) as st, st.running("discover", name, config) as run_id:
         try:
             if proposals is not None:
                 records = load_proposals(proposals)
@@ -96,6 +102,7 @@ def discover(
     console.print(f"{result.n_statements} statements from {result.n_games} games -> {len(ts.traits)} traits "
                   f"({result.method}); wrote {out} (hash {ts.hash})")
     console.print(f"run {run_id}")
+    finish([r.error for r in made if r.error], len(made), policy)
 
 
 def _pct(x: float | None) -> str:
@@ -124,6 +131,7 @@ def validate_cmd(
 
     if (ratings is None) == (run is None):
         raise fail("give exactly one of --ratings FILE or --run RUN_ID")
+    check_outputs(("--out", out, False), ("--store", store_path(store), False))
     with Store(store_path(store)) as st:
         try:
             trait_set = load_trait_set(traits)

@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 
 import typer
 
-from traitlab.console import fail
+from traitlab.console import (
+    MaxFailuresOpt,
+    check_outputs,
+    fail,
+    finish,
+    policy_or_fail,
+    summarise_failures,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,8 +42,10 @@ def _register_score(app: typer.Typer) -> None:
         run_id: Annotated[str | None, typer.Option(help="resume this run (finished calls are cache hits)")] = None,
         out: Annotated[Path | None, typer.Option(help="also write the ratings as JSONL")] = None,
         store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
+        max_failures: MaxFailuresOpt = None,
     ) -> None:
-        """Rate each dialogue's target speaker on every trait; ratings land in the store; prints the run id."""
+        """Rate each dialogue's target speaker on every trait; ratings land in the store; prints the run id.
+        Exits 1 when more dialogues than ``--max-failures`` got no rating."""
         import json
 
         from rich.console import Console
@@ -44,9 +53,11 @@ def _register_score(app: typer.Typer) -> None:
         from traitlab.data import load_dialogues, load_trait_set
         from traitlab.judges.rate import judge_client, rate_dialogues
         from traitlab.settings import store_path
-        from traitlab.store import Store
+        from traitlab.store import Store, now
 
         console = Console()
+        policy = policy_or_fail(max_failures)
+        check_outputs(("--out", out, False), ("--store", store_path(store), False))
         try:
             trait_set = load_trait_set(traits)
             rated = load_dialogues(dialogues, target_role=target_role)[:limit]
@@ -54,21 +65,24 @@ def _register_score(app: typer.Typer) -> None:
             raise fail(e) from None
         config = {"dialogues": str(dialogues), "traits": str(traits), "trait_set_hash": trait_set.hash,
                   "judge": judge, "mode": mode, "expected": expected, "limit": limit}
-        with Store(store_path(store)) as st:
-            run = st.start_run("score", trait_set.name, config, run_id=run_id)
+        with Store(store_path(store)) as st, st.running("score", trait_set.name, config, run_id=run_id) as run:
+            started = now()
             st.add_dialogues(run, rated)
             client = judge_client(judge, store=st, run_id=run, budget_usd=budget_usd)
             ratings = rate_dialogues(rated, trait_set, client, mode=mode, expected=expected)
-            failed = st.sql("SELECT count(*) FROM calls WHERE run_id = ? AND error IS NOT NULL", [run])[0][0]
-            summary = {"dialogues": len(rated), "rated": len(ratings), "failed_calls": failed,
+            errors = st.failed_calls(run, since=started)
+            unrated = len({d.id for d in rated} - {r.dialogue_id for r in ratings})
+            summary = {"dialogues": len(rated), "rated": len(ratings), "unrated": unrated,
+                       "failed_calls": len(errors), "failures": summarise_failures(errors),
                        "cost_usd": st.run_cost(run)}
-            st.finish_run(run, "done" if ratings else "failed", summary)
+            st.finish_run(run, "done" if not unrated else "partial" if ratings else "failed", summary)
         if out:
             out.write_text("".join(json.dumps({"id": r.dialogue_id, "judge": r.judge, "ratings": r.ratings}) + "\n"
                                    for r in ratings), encoding="utf-8")
         console.print(f"rated {len(ratings)}/{len(rated)} dialogues on {len(trait_set.traits)} traits "
-                      f"({failed} failed calls, ${summary['cost_usd']:.4f})" + (f"; wrote {out}" if out else ""))
+                      f"({len(errors)} failed calls, ${summary['cost_usd']:.4f})" + (f"; wrote {out}" if out else ""))
         print(run)
+        finish(unrated, len(rated), policy, errors=errors)
 
 
 def _register_aggregate(app: typer.Typer) -> None:
@@ -103,6 +117,7 @@ def _register_aggregate(app: typer.Typer) -> None:
         from traitlab.store import Store
 
         console = Console()
+        check_outputs(("--out", out, False), ("--report", report, False), ("--store", store_path(store), False))
         kw = {"penalty": penalty, "C": C, "folds": folds, "seed": seed, "calibration": calibration,
               "l1_ratio": l1_ratio, "n_bootstrap": bootstrap, "name": judge}
         try:  # bad files and unusable ratings (DataError is a ValueError) end in one clear line
@@ -119,8 +134,8 @@ def _register_aggregate(app: typer.Typer) -> None:
                     raise ValueError(f"no trait passes the --select {select} rule at C={C}")
                 agg, rep = fit_aggregator(rated, labelled, trait_set, **kw, only=kept)
                 reports.append(rep)
-        except ValueError as e:
-            raise fail(e) from None
+        except (ValueError, KeyError) as e:  # KeyError: a rating lacks traits of the set (it names them)
+            raise fail(e.args[0] if isinstance(e, KeyError) else e) from None
         config = {"ratings": str(ratings), "dialogues": str(dialogues), "traits": str(traits), "judge": judge,
                   "penalty": penalty, "C": C, "l1_ratio": l1_ratio, "calibration": calibration, "folds": folds,
                   "seed": seed, "bootstrap": bootstrap, "select": select, "trait_set_hash": trait_set.hash}
@@ -173,6 +188,7 @@ def _register_reward(app: typer.Typer) -> None:
         from traitlab.judges.reward import RewardConfig
         from traitlab.judges.reward import distill as run
 
+        check_outputs(("--out", out, True))
         try:
             reward = run(data, RewardConfig(seed=seed))
         except ValueError as e:  # DataError included: one clear line with file:line [field]
@@ -196,6 +212,7 @@ def _register_reward(app: typer.Typer) -> None:
         from traitlab.data import load_dialogues
         from traitlab.judges.reward import load_reward
 
+        check_outputs(("--out", out, False))
         try:
             scores = load_reward(reward).score(load_dialogues(dialogues))
         except ValueError as e:  # DataError included: one clear line with file:line [field]

@@ -21,7 +21,9 @@ for stage in (discovery_cli, judges_cli, alignment_cli, evals_cli, data_cli):
 
 
 def main() -> None:
-    app()
+    from traitlab.console import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":
