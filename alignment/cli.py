@@ -33,11 +33,14 @@ def _overrides(model: str | None, prompts: Path | None, heldout: Path | None, ou
 
 
 def _config(kind: str, config: Path | None, overrides: dict[str, Any]) -> Any:
-    """The run config from YAML + options; a bad file or value ends the command with one clear line."""
-    from .config import DPORunConfig, GRPORunConfig, load_config
+    """The run config from YAML + options, its inputs read and outputs checked; a bad file or value ends the
+    command with one clear line."""
+    from .config import DPORunConfig, GRPORunConfig, load_config, preflight
 
     try:
-        return load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
+        cfg = load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
+        preflight(cfg, source=config or "<command line>")  # every input read before any model loads
+        return cfg
     except (OSError, ValueError) as e:  # DataError and pydantic's ValidationError are ValueErrors
         raise fail(e) from None
 

@@ -8,11 +8,12 @@ is handed to :class:`trl.DPOConfig` / :class:`trl.GRPOConfig` unchanged, so TRL'
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from traitlab.data import DataError
 from traitlab.settings import data_dir
@@ -167,6 +168,9 @@ def load_config(path: str | Path | None, cls: type[C], overrides: dict[str, Any]
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise DataError(path, mark.line + 1 if mark else None, None, f"broken YAML: {e}") from e
+        if data == {}:
+            raise DataError(path, None, None, "empty config: give at least one setting, or leave out --config to "
+                                              "train on the defaults (alignment/configs/)")
         if not isinstance(data, dict):
             raise DataError(path, None, None, f"expected a mapping of settings, got {type(data).__name__}")
     overrides = dict(overrides or {})
@@ -186,4 +190,35 @@ def validate_config(data: dict[str, Any], cls: type[C], *, source: str | Path = 
     if unknown:
         raise DataError(source, None, f"trl.{unknown[0]}",
                         f"not a field of trl.{cls.trl_class().__name__} (unknown: {unknown})")
+    hints = typing.get_type_hints(cls.trl_class())
+    for key, value in cfg.trl.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as e:
+            raise DataError(source, None, f"trl.{key}", f"{e.errors()[0]['msg']} (trl.{cls.trl_class().__name__}."
+                                                        f"{key} is {hints[key]}; got {value!r})") from None
     return cfg
+
+
+def preflight(cfg: AlignRunConfig, *, source: str | Path = "<config>") -> None:
+    """Read every input a run needs (training and held-out prompts, capability texts, the reward's config)
+    and check its outputs can be written, before any model is loaded; the first problem is a DataError."""
+    from traitlab.console import OutputError, check_output
+    from traitlab.settings import store_path
+
+    from .pairs import load_prompts
+
+    load_prompts(cfg.prompts, cfg.prompt_limit)
+    load_prompts(cfg.heldout, cfg.monitor.heldout_limit)
+    if cfg.monitor.capability_texts is not None and not Path(cfg.monitor.capability_texts).is_file():
+        raise DataError(cfg.monitor.capability_texts, None, None, "monitor.capability_texts: no such file")
+    if cfg.reward is not None:
+        from traitlab.judges.reward import CONFIG_FILE
+
+        if not (Path(cfg.reward) / CONFIG_FILE).is_file():
+            raise DataError(cfg.reward, None, "reward", f"not a saved LocalReward folder (no {CONFIG_FILE})")
+    try:
+        check_output(cfg.out_dir, folder=True, what="out_dir")
+        check_output(store_path(cfg.store), what="store")
+    except OutputError as e:
+        raise DataError(source, None, None, str(e)) from None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from traitlab.console import fail
+from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
 from traitlab.options import (
     ContrastOpt,
     DataOpt,
@@ -54,8 +54,10 @@ def discover(
     contrast: ContrastOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
     target_role: TargetRoleOpt = None, group: GroupOpt = None, preset: PresetOpt = None, data: DataOpt = None,
     store: StoreOpt = None,
+    max_failures: MaxFailuresOpt = None,
 ) -> None:
-    """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged."""
+    """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged.
+    Exits 1 when more proposal calls than ``--max-failures`` failed."""
     from rich.console import Console
 
     from traitlab.data import load_dialogues, load_proposals
@@ -64,6 +66,11 @@ def discover(
     from traitlab.store import Store
 
     console = Console()
+    policy = policy_or_fail(max_failures)
+    new_proposals = None if pairs is None and proposals is not None else proposals_out or out.with_suffix(
+        ".proposals.jsonl")
+    check_outputs(("--out", out, False), ("--store", store_path(store), False), ("--proposals-out", new_proposals,
+                                                                                  False))
     try:
         if proposals is None:
             pairs = preset_file(preset, data, "dialogues", pairs)
@@ -102,6 +109,7 @@ def discover(
     console.print(f"{how.n_statements} statements from {how.n_games} groups -> {len(ts.traits)} traits "
                   f"({how.method}); wrote {out} (hash {ts.hash})")
     console.print(f"run {result.run_id}")
+    finish([r.error for r in result.proposals if r.error], len(result.proposals), policy)
 
 
 def _pct(x: float | None) -> str:
@@ -130,6 +138,7 @@ def validate_cmd(
     from traitlab.settings import store_path
     from traitlab.store import Store
 
+    check_outputs(("--out", out, False), ("--store", store_path(store), False))
     with Store(store_path(store)) as st:
         try:
             if run is None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from traitlab.console import fail
+from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,8 +43,10 @@ def eval_cmd(
                            ] = 16,
     plugin: Annotated[list[str] | None, typer.Option(
         help="module or .py file registering scenarios, scorers or rewards (repeatable)")] = None,
+    max_failures: MaxFailuresOpt = None,
 ) -> None:
-    """Have a suite's conversations with a model, score them, and record an eval run."""
+    """Have a suite's conversations with a model, score them, and record an eval run. Exits 1 when more
+    conversations than ``--max-failures`` could not be had or judged."""
     from rich.console import Console
 
     from traitlab.data import DataError
@@ -54,6 +56,8 @@ def eval_cmd(
     from traitlab.settings import store_path
     from traitlab.store import Store
 
+    policy = policy_or_fail(max_failures)
+    check_outputs(("--store", store_path(store), False))
     try:
         load_plugins(plugin or [])
         s = load_suite(suite)
@@ -64,7 +68,9 @@ def eval_cmd(
     scored = "; ".join(f"{k}: {v.scored} scored" + ("" if v.mean is None else f", mean {v.mean:.3f}")
                        for k, v in r.scorers.items())
     Console().print(f"run [bold]{r.run_id}[/bold]: {r.n_dialogues} dialogues ({r.generated} new, {r.resumed} "
-                    f"resumed, {len(r.failed)} failed); {scored or 'no scorers'}")
+                    f"resumed, {len(r.failed)} failed" + (f", {len(r.unscored)} not scored" if r.unscored else "")
+                    + f"); {scored or 'no scorers'}; {r.status}")
+    finish(r.n_failed, r.n_items, policy, errors=r.errors)
 
 
 def report_cmd(
@@ -82,6 +88,8 @@ def report_cmd(
     from traitlab.settings import store_path
     from traitlab.store import Store
 
+    check_outputs(("--out", out, False), ("--out", out.parent / "report.json", False),
+                  ("--out", out.parent / "report.md", False), ("--store", store_path(store), False))
     try:
         view = None
         if aggregator is not None:
@@ -111,9 +119,10 @@ def judge_bench_cmd(
     run: Annotated[list[str] | None, typer.Option(help="store run(s): test-retest and inter-judge agreement")] = None,
     repeat: Annotated[int, typer.Option(help="with --model and --run: rate the run's dialogues this many times")] = 0,
     temperature: Annotated[float, typer.Option(help="judge temperature for --repeat")] = 0.7,
+    max_failures: MaxFailuresOpt = None,
 ) -> None:
     """Judge benchmark: inter-judge agreement (--ratings or --run), test-retest (--run [--model --repeat N]),
-    Inverse Turing (--model --pairs)."""
+    Inverse Turing (--model --pairs). Exits 1 when more judge calls than ``--max-failures`` failed."""
     from rich.console import Console
 
     from traitlab.data import DataError, load_proposals, load_ratings, load_trait_set
@@ -123,7 +132,10 @@ def judge_bench_cmd(
 
     if not (ratings or model or run or proposals):
         raise fail(ValueError("give --ratings FILE, --run RUN_ID, --proposals FILE or --model M --pairs FILE"))
+    policy = policy_or_fail(max_failures)
+    check_outputs(("--store", store_path(store), False))
     console = Console()
+    failed, total, errors = 0, 0, []
     try:
         trait_set = load_trait_set(traits) if traits else None
         texts = {t.id: t.text for t in trait_set.traits} if trait_set else {}
@@ -137,30 +149,38 @@ def judge_bench_cmd(
                 _print_inverse_turing(console, jb.summarise_verdicts(who, jb.verdicts_from_proposals(mine)))
         with Store(store_path(store)) as st:
             if run:
-                _bench_runs(console, st, run, model if repeat else None, repeat, temperature, trait_set, texts)
+                failed, total, errors = _bench_runs(console, st, run, model if repeat else None, repeat, temperature,
+                                                    trait_set, texts)
             if model and pairs:
-                _bench_inverse_turing(console, st, model, pairs, n)
+                f, t, e = _bench_inverse_turing(console, st, model, pairs, n)
+                failed, total, errors = failed + f, total + t, errors + e
             elif model and not repeat:
                 raise ValueError("--model needs --pairs FILE (Inverse Turing) or --run RUN --repeat N (retest)")
     except (DataError, ValueError, KeyError) as e:
         raise fail(e) from None
+    finish(failed, total, policy, errors=errors)
 
 
 def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None, repeat: int, temperature: float,
-                trait_set: TraitSet | None, texts: dict[str, str]) -> None:
-    """Inter-judge agreement and test-retest over the ratings of ``runs`` (after new repeats, if asked)."""
+                trait_set: TraitSet | None, texts: dict[str, str]) -> tuple[int, int, list[str]]:
+    """Inter-judge agreement and test-retest over the ratings of ``runs`` (after new repeats, if asked);
+    returns (failed, asked, errors) of the repeat ratings."""
     from rich.table import Table
 
     from traitlab.data import sample_trait_set
     from traitlab.evals import judge_bench as jb
 
     rs = [r for rid in runs for r in st.ratings(rid)]
+    counts: tuple[int, int, list[str]] = (0, 0, [])
     if model:
         dialogues = [d for rid in runs for d in st.dialogues(rid)]
-        bench = st.start_run("judge-bench", f"retest: {model}", {"model": model, "runs": runs, "repeat": repeat})
-        rs = jb.repeat_ratings(st, dialogues, trait_set or sample_trait_set(), model, repeats=repeat, run_id=bench,
-                               temperature=temperature)
-        st.finish_run(bench, summary={"ratings": len(rs)})
+        with st.running("judge-bench", f"retest: {model}", {"model": model, "runs": runs, "repeat": repeat}) as bench:
+            rs = jb.repeat_ratings(st, dialogues, trait_set or sample_trait_set(), model, repeats=repeat,
+                                   run_id=bench, temperature=temperature)
+            asked = len(dialogues) * repeat
+            counts = (asked - len(rs), asked, st.failed_calls(bench))
+            st.finish_run(bench, "done" if not counts[0] else "partial" if rs else "failed",
+                          summary={"ratings": len(rs), "failed": counts[0]})
     if len({r.judge for r in rs}) > 1:
         for t in jb.agreement_rich_table(jb.agreement_table(rs), texts):
             console.print(t)
@@ -171,19 +191,23 @@ def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None,
     for r in retest:
         table.add_row(r.judge, r.trait_id, f"{r.alpha_ordinal:.3f}", str(r.repeats), str(r.n_units))
     console.print(table if retest else "no repeated ratings in these runs (add --model M --repeat N)")
+    return counts
 
 
-def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, n: int) -> None:
+def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, n: int) -> tuple[int, int, list[str]]:
     from traitlab.data import load_dialogues, pair_dialogues
     from traitlab.evals import judge_bench as jb
     from traitlab.judges.client import JudgeClient
 
-    rid = st.start_run("judge-bench", f"inverse Turing: {model}", {"model": model, "pairs": str(pairs), "n": n})
-    res = jb.inverse_turing(pair_dialogues(load_dialogues(pairs, skipped=[]))[:n], JudgeClient(model, store=st,
-                                                                                                run_id=rid))
-    st.put_artifact(rid, "inverse_turing", res.model_dump(mode="json"))
-    st.finish_run(rid, summary=res.model_dump(mode="json", exclude={"verdicts"}))
+    paired = pair_dialogues(load_dialogues(pairs, skipped=[]))[:n]
+    config = {"model": model, "pairs": str(pairs), "n": n}
+    with st.running("judge-bench", f"inverse Turing: {model}", config) as rid:
+        res = jb.inverse_turing(paired, JudgeClient(model, store=st, run_id=rid))
+        st.put_artifact(rid, "inverse_turing", res.model_dump(mode="json"))
+        st.finish_run(rid, "failed" if res.verdicts and res.n_failed == len(res.verdicts) else "done",
+                      summary=res.model_dump(mode="json", exclude={"verdicts"}))
     _print_inverse_turing(console, res)
+    return res.n_failed, len(res.verdicts), [v.error for v in res.verdicts if v.error]
 
 
 def _print_inverse_turing(console: Console, res: InverseTuringResult) -> None:

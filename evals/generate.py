@@ -50,6 +50,19 @@ class EvalResult(BaseModel):
     n_dialogues: int
     reward_mean: float | None
     scorers: dict[str, ScorerSummary]
+    unscored: list[str] = []
+    errors: list[str] = []
+    status: str = "done"
+
+    @property
+    def n_items(self) -> int:
+        """Conversations planned: what ``--max-failures`` fractions are of."""
+        return self.n_dialogues + len(self.failed)
+
+    @property
+    def n_failed(self) -> int:
+        """Conversations that could not be had, plus dialogues some scorer could not score (failed calls)."""
+        return len(self.failed) + len(self.unscored)
 
 
 class ClientChat:
@@ -150,13 +163,39 @@ def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: i
              run_id: str | None = None, data_dir: Path | None = None,
              concurrency: int = DEFAULT_CONCURRENCY) -> EvalResult:
     """Generate (or resume) a suite's conversations with ``model`` (None: the suite's), score them with the
-    suite's scorers, and record the run (kind ``eval``). ``suite`` is a Suite, a file or a shipped name."""
+    suite's scorers, and record the run (kind ``eval``). ``suite`` is a Suite, a file or a shipped name.
+
+    The scorers' reward and trait set are loaded before any conversation is generated, so a bad one fails
+    at once; an exception marks the run ``failed``; ``status`` is ``failed`` when nothing succeeded.
+    """
+    from traitlab.store import now
+
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     model = model or suite.model
     n = n or suite.conversations
     scenario = suite.build_scenario()
-    run_id = store.start_run("eval", suite.name, {"suite": suite.model_dump(mode="json"), "model": model, "n": n,
-                                                  "data_dir": str(data_dir) if data_dir else None}, run_id=run_id)
+    scorers = suite.build_scorers()
+    _load_scorers(scorers, ScoringContext(store=store, data_dir=data_dir, base_dir=suite.base_dir))
+    config = {"suite": suite.model_dump(mode="json"), "model": model, "n": n,
+              "data_dir": str(data_dir) if data_dir else None}
+    started = now()
+    with store.running("eval", suite.name, config, run_id=run_id) as rid:
+        return _evaluate(suite, scenario, scorers, model, store, n, rid, data_dir, concurrency, started)
+
+
+def _load_scorers(scorers: Sequence[Any], ctx: ScoringContext) -> None:
+    """Load what the built-in scorers read (reward folder, trait set file) now, before any generation."""
+    from traitlab.evals.scoring import JudgeScorer, RewardScorer
+
+    for s in scorers:
+        if isinstance(s, RewardScorer):
+            s.reward(ctx)
+        elif isinstance(s, JudgeScorer):
+            s.trait_set(ctx)
+
+
+def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, store: Store, n: int, run_id: str,
+              data_dir: Path | None, concurrency: int, started: Any) -> EvalResult:
     stored = {d.id for d in store.dialogues(run_id)}
     clients: dict[str, ChatModel] = {}
 
@@ -171,10 +210,15 @@ def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: i
     done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency,
                                  on_done=lambda d: store.add_dialogues(run_id, [d])))
     dialogues = store.dialogues(run_id)
-    summaries = score_run(store, run_id, dialogues, suite.build_scorers(),
+    summaries = score_run(store, run_id, dialogues, scorers,
                           ctx=ScoringContext(store=store, run_id=run_id, data_dir=data_dir, base_dir=suite.base_dir))
     reward_mean = next((s.mean for s in summaries.values() if s.mean is not None), None)
+    scored = [set(store.artifact(run_id, f"scorer:{name}")["done"]) for name in summaries]
+    unscored = sorted(d.id for d in dialogues if any(d.id not in done for done in scored))
     result = EvalResult(run_id=run_id, model=model, generated=len(done), resumed=len(stored), failed=sorted(failed),
-                        n_dialogues=len(dialogues), reward_mean=reward_mean, scorers=summaries)
-    store.finish_run(run_id, "done" if not failed else "partial", result.model_dump(mode="json"))
+                        n_dialogues=len(dialogues), reward_mean=reward_mean, scorers=summaries, unscored=unscored,
+                        errors=store.failed_calls(run_id, since=started) or list(failed.values()))
+    result.status = ("done" if not result.n_failed else
+                     "failed" if not dialogues or len(unscored) == len(dialogues) else "partial")
+    store.finish_run(run_id, result.status, result.model_dump(mode="json"))
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -413,8 +414,18 @@ def render_html(data: ReportData) -> str:
     return "<!DOCTYPE html>\n" + el("html", head, el("body", body), lang="en") + "\n"
 
 
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def markdown_inline(text: str) -> str:
+    """User text (e.g. ``--title``) as one literal markdown line: line breaks folded, markdown/HTML
+    characters escaped, bidi controls dropped and the whole isolated (FSI...PDI) so it cannot reorder the rest."""
+    flat = " ".join(_BIDI_CONTROLS.sub("", text).split())
+    return "\u2068" + re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~&])", r"\\\1", flat) + "\u2069"
+
+
 def render_markdown(data: ReportData) -> str:
-    lines = [f"# {data.title}", "", f"generated {data.created}", "",
+    lines = [f"# {markdown_inline(data.title)}", "", f"generated {data.created}", "",
              "| run | kind | model | dialogues | score (mean [95% CI]) |", "|---|---|---|---|---|"]
     for r in data.runs:
         s = r.score_stat

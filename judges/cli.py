@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from traitlab.console import fail
+from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
 from traitlab.options import (
     ContrastOpt,
     DataOpt,
@@ -50,6 +50,7 @@ def _register_score(app: typer.Typer) -> None:
         contrast: ContrastOpt = None, target_role: TargetRoleOpt = None, preset: PresetOpt = None,
         data: DataOpt = None,
         store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
+        max_failures: MaxFailuresOpt = None,
     ) -> None:
         """Rate each dialogue's judged speaker on every trait; ratings land in the store; prints the run id."""
         from rich.console import Console
@@ -61,6 +62,8 @@ def _register_score(app: typer.Typer) -> None:
         from traitlab.store import Store
 
         console = Console()
+        policy = policy_or_fail(max_failures)
+        check_outputs(("--out", out, False), ("--store", store_path(store), False))
         try:
             trait_set = load_trait_set(require(preset_file(preset, data, "traits", traits), "--traits"))
             path = require(preset_file(preset, data, "dialogues", dialogues), "--dialogues")
@@ -79,6 +82,7 @@ def _register_score(app: typer.Typer) -> None:
         console.print(f"rated {len(result.ratings)}/{len(rated)} dialogues on {len(trait_set.traits)} traits "
                       f"({result.failed_calls} failed calls, ${result.cost_usd:.4f}){wrote}")
         print(result.run_id)
+        finish(result.unrated, len(rated), policy, errors=result.errors)
 
 
 def _register_aggregate(app: typer.Typer) -> None:
@@ -117,6 +121,7 @@ def _register_aggregate(app: typer.Typer) -> None:
         from traitlab.store import Store
 
         console = Console()
+        check_outputs(("--out", out, False), ("--report", report, False), ("--store", store_path(store), False))
         try:  # bad files and unusable ratings (DataError is a ValueError) end in one clear line
             if judge is None and preset is not None:
                 from traitlab.presets import get_preset
@@ -135,8 +140,8 @@ def _register_aggregate(app: typer.Typer) -> None:
                 result = run(rated, labelled, trait_set, contrast=spec, judge=judge, select=select, store=st,
                              config=config, penalty=penalty, C=C, folds=folds, seed=seed, calibration=calibration,
                              l1_ratio=l1_ratio, n_bootstrap=bootstrap)
-        except ValueError as e:
-            raise fail(e) from None
+        except (ValueError, KeyError) as e:  # KeyError: a rating lacks traits of the set (it names them)
+            raise fail(e.args[0] if isinstance(e, KeyError) else e) from None
         agg, rep = result.aggregator, result.report
         agg.save(out)
         if report:
@@ -181,6 +186,7 @@ def _register_reward(app: typer.Typer) -> None:
         from traitlab.judges.reward import RewardConfig
         from traitlab.judges.reward import distill as run
 
+        check_outputs(("--out", out, True))
         try:
             reward = run(data, RewardConfig(seed=seed))
         except ValueError as e:  # DataError included: one clear line with file:line [field]
@@ -204,6 +210,7 @@ def _register_reward(app: typer.Typer) -> None:
         from traitlab.data import load_dialogues
         from traitlab.judges.reward import load_reward
 
+        check_outputs(("--out", out, False))
         try:
             scores = load_reward(reward).score(load_dialogues(dialogues))
         except ValueError as e:  # DataError included: one clear line with file:line [field]

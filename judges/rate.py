@@ -205,6 +205,8 @@ class ScoreResult(BaseModel):
     n_dialogues: int
     failed_calls: int
     cost_usd: float
+    unrated: int = 0
+    errors: list[str] = Field(default_factory=list, description="the failed calls' errors, oldest first")
     run_id: str | None = None
 
 
@@ -220,24 +222,28 @@ def score(dialogues: Sequence[Dialogue], trait_set: TraitSet, client: JudgeClien
     if store is None:
         judge = client if not isinstance(client, str) else judge_client(client, budget_usd=budget_usd)
         ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
-        return ScoreResult(ratings=ratings, n_dialogues=len(dialogues),
-                           failed_calls=len(dialogues) - len(ratings) if mode == "all" else 0, cost_usd=0.0)
+        unrated = len({d.id for d in dialogues} - {r.dialogue_id for r in ratings})
+        return ScoreResult(ratings=ratings, n_dialogues=len(dialogues), unrated=unrated,
+                           failed_calls=unrated if mode == "all" else 0, cost_usd=0.0)
+    from traitlab.console import summarise_failures
+    from traitlab.store import now
+
     model = client if isinstance(client, str) else client.model
-    run = store.start_run("score", trait_set.name, config or {"trait_set_hash": trait_set.hash, "judge": model,
-                                                              "mode": mode, "expected": expected},
-                          run_id=run_id)
-    try:
+    config = config or {"trait_set_hash": trait_set.hash, "judge": model, "mode": mode, "expected": expected}
+    with store.running("score", trait_set.name, config, run_id=run_id) as run:
+        started = now()
+        store.add_dialogues(run, dialogues)
         judge = judge_client(client, store=store, run_id=run, budget_usd=budget_usd) if isinstance(client, str) \
             else client
         ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
-    except BaseException as e:
-        store.finish_run(run, "failed", {"error": str(e)})
-        raise
-    failed = store.sql("SELECT count(*) FROM calls WHERE run_id = ? AND error IS NOT NULL", [run])[0][0]
-    result = ScoreResult(ratings=ratings, n_dialogues=len(dialogues), failed_calls=failed,
-                         cost_usd=store.run_cost(run), run_id=run)
-    store.finish_run(run, "done" if ratings else "failed", result.model_dump(exclude={"ratings", "run_id"})
-                     | {"dialogues": len(dialogues), "rated": len(ratings)})
+        errors = store.failed_calls(run, since=started)
+        unrated = len({d.id for d in dialogues} - {r.dialogue_id for r in ratings})
+        result = ScoreResult(ratings=ratings, n_dialogues=len(dialogues), failed_calls=len(errors), unrated=unrated,
+                             errors=errors, cost_usd=store.run_cost(run), run_id=run)
+        store.finish_run(run, "done" if not unrated else "partial" if ratings else "failed",
+                         {"dialogues": len(dialogues), "rated": len(ratings), "unrated": unrated,
+                          "failed_calls": len(errors), "failures": summarise_failures(errors),
+                          "cost_usd": result.cost_usd})
     return result
 
 

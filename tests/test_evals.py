@@ -107,7 +107,7 @@ def test_failed_model_calls_drop_the_conversation(store, tmp_path, monkeypatch):
     suite = load_suite(path)
     r = evaluate(suite, None, store, run_id="bad", n=1)
     assert r.failed == ["mini-0000"] and r.n_dialogues == 0
-    assert store.run("bad")["status"] == "partial"
+    assert store.run("bad")["status"] == "failed"  # nothing succeeded (issue 11.1)
 
 
 # judge benchmark ----------------------------------------------------------------------------------------

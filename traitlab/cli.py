@@ -24,7 +24,9 @@ for _preset in all_presets():  # a preset's own commands (HAL: ``traitlab data f
 
 
 def main() -> None:
-    app()
+    from traitlab.console import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -325,6 +326,8 @@ def load_trait_set(path: str | Path, *, name: str | None = None, version: str = 
         raise DataError(path, getattr(e, "lineno", None), None, f"not a readable JSON trait set: {e}") from e
     if isinstance(data, list):
         data = {"name": name or path.stem, "version": version, "traits": data}
+    if not isinstance(data, dict):
+        raise DataError(path, None, None, f"expected a trait set object or a list of traits, got {type(data).__name__}")
     stored_hash = data.pop("hash", None)
     try:
         ts = TraitSet.model_validate(data)
@@ -336,13 +339,20 @@ def load_trait_set(path: str | Path, *, name: str | None = None, version: str = 
     return ts
 
 
-def load_ratings(path: str | Path, *, judge: str | None = None) -> list[TraitRatings]:
+RATING_SCALE = (1.0, 5.0)
+"""The Likert scale every judge rates on (1 = strongly disagree ... 5 = strongly agree)."""
+
+
+def load_ratings(path: str | Path, *, judge: str | None = None,
+                 scale: tuple[float, float] | None = RATING_SCALE) -> list[TraitRatings]:
     """Load ratings JSONL: ``{"id", "judge"?, "ratings": {trait_id: value}}`` per line.
 
-    ``judge`` filters (or names the judge when the file has none).
+    ``judge`` filters (or names the judge when the file has none). A value
+    outside ``scale`` (None: any finite number), NaN/inf, or a second line for the same (id, judge) is an error.
     """
     path = Path(path)
     out = []
+    seen: dict[tuple[str, str], int] = {}
     for n, obj in read_jsonl(path):
         r = obj.get("ratings")
         if not isinstance(r, dict) or not r:
@@ -350,6 +360,11 @@ def load_ratings(path: str | Path, *, judge: str | None = None) -> list[TraitRat
         bad = {k: v for k, v in r.items() if not isinstance(v, int | float) or isinstance(v, bool)}
         if bad:
             raise DataError(path, n, f"ratings.{next(iter(bad))}", f"not a number: {next(iter(bad.values()))!r}")
+        for k, v in r.items():
+            if not math.isfinite(v):
+                raise DataError(path, n, f"ratings.{k}", f"not a finite number: {v!r}")
+            if scale is not None and not scale[0] <= v <= scale[1]:
+                raise DataError(path, n, f"ratings.{k}", f"{v!r} is outside the rating scale {scale[0]:g}-{scale[1]:g}")
         who = obj.get("judge", judge)
         if who is None:
             raise DataError(path, n, "judge", "missing; pass judge= for files without a judge column")
@@ -357,6 +372,10 @@ def load_ratings(path: str | Path, *, judge: str | None = None) -> list[TraitRat
             continue
         if "id" not in obj:
             raise DataError(path, n, "id", "missing")
+        key = (str(obj["id"]), str(who))
+        if key in seen:
+            raise DataError(path, n, "id", f"{key[0]!r} is rated by {key[1]!r} again (first on line {seen[key]})")
+        seen[key] = n
         out.append(TraitRatings(dialogue_id=str(obj["id"]), judge=str(who),
                                 ratings={k: float(v) for k, v in r.items()}, rationale=obj.get("rationale")))
     return out

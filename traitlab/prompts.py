@@ -14,8 +14,10 @@ the exact words that produced it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import unicodedata
 from pathlib import Path
 from string import Template
 
@@ -25,14 +27,57 @@ FENCE_OPEN = "<<<UNTRUSTED-{kind}-{tag}>>>"
 FENCE_CLOSE = "<<<END-UNTRUSTED-{kind}-{tag}>>>"
 
 
+# Characters that read as < or > (NFKC-equal ones are found by unicodedata below).
+_ANGLES_LEFT = "<‹«〈《⟨❮❬⧼ᐸ˂⟪⦑⧀"
+_ANGLES_RIGHT = ">›»〉》⟩❯❭⧽ᐳ˃⟫⦒⧁"
+# Invisible characters that can hide inside a marker: zero-width, word joiners, BOM, soft hyphen, bidi controls.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+                        "\ufeff]")
+_JOINER_NEAR_ASCII = re.compile("(?<=[\x00-\x7f])[\u200c\u200d]+|[\u200c\u200d]+(?=[\x00-\x7f])")
+# Look-alikes NFKC leaves alone (Cyrillic, Greek) for the letters of the marker word.
+_HOMOGLYPHS = {"u": "υ", "n": "ηΝν", "t": "ТтΤτ", "r": "ГгΡ", "s": "ЅѕꜱƽᏚ", "e": "ЕеΕε", "d": "ԁᎠ"}
+_MARKER_WORD = "untrusted"
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Runs of left/right angle look-alikes and the marker word in any NFKC/homoglyph spelling (built once)."""
+    plain = {c: unicodedata.normalize("NFKC", c) for c in map(chr, (*range(0x20, 0x3000), *range(0xFE00, 0x10000),
+                                                                   *range(0x1D400, 0x1D800)))}
+    left = _ANGLES_LEFT + "".join(c for c, p in plain.items() if p == "<")
+    right = _ANGLES_RIGHT + "".join(c for c, p in plain.items() if p == ">")
+    letters = {ch: set(_HOMOGLYPHS.get(ch, "")) for ch in _MARKER_WORD}
+    for c, p in plain.items():
+        if p.casefold() in letters:
+            letters[p.casefold()].add(c)
+    word = "[\u200c\u200d]*".join("[" + re.escape("".join(sorted(letters[ch]))) + "]" for ch in _MARKER_WORD)
+    return (re.compile(f"[{re.escape(left)}]{{2,}}"), re.compile(f"[{re.escape(right)}]{{2,}}"),
+            re.compile(word, re.IGNORECASE))
+
+
+def neutralise(text: str) -> str:
+    """Untrusted text with nothing in it that reads as a fence marker.
+
+    Invisible characters (zero-width, bidi controls) are dropped (joiners only next to ASCII, so emoji
+    sequences survive); runs of two or more ``<``/``>`` look-alikes (``‹‹‹``, fullwidth ``＜＜＜``...) become
+    ``(((``/``)))``; the marker word in any look-alike spelling becomes plain lowercase ``untrusted``.
+    """
+    left, right, word = _patterns()
+    text = _JOINER_NEAR_ASCII.sub("", _INVISIBLE.sub("", text))
+    text = left.sub(lambda m: "(" * len(m.group()), text)
+    text = right.sub(lambda m: ")" * len(m.group()), text)
+    return word.sub(_MARKER_WORD, text)
+
+
 def fence(text: str, kind: str = "DIALOGUE") -> str:
     """Wrap untrusted text between markers the text itself cannot forge.
 
     The markers carry a tag derived from the text's own hash, so a dialogue would need to contain its own
-    hash to close the fence; any ``<<<``/``>>>`` inside the text is defanged as well. The result is
-    deterministic, so identical requests stay cache hits.
+    hash to close the fence; anything inside that reads as a marker (look-alike brackets, fullwidth or
+    zero-width-split forms) is neutralised as well (:func:`neutralise`). The result is deterministic, so
+    identical requests stay cache hits.
     """
-    safe = text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+    safe = neutralise(text)
     tag = hashlib.sha256(safe.encode()).hexdigest()[:12]
     return f"{FENCE_OPEN.format(kind=kind, tag=tag)}\n{safe}\n{FENCE_CLOSE.format(kind=kind, tag=tag)}"
 

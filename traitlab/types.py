@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_LINE_BREAKS = re.compile("\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 class Message(BaseModel):
@@ -45,9 +48,19 @@ class Dialogue(BaseModel):
         return [m.content for m in self.messages if m.role == self.target_role]
 
     def transcript(self, names: dict[str, str] | None = None) -> str:
-        """The dialogue as ``Role: text`` lines; ``names`` renames roles (e.g. to hide who is the target)."""
+        """The dialogue as ``Role: text`` lines; ``names`` renames roles (e.g. to hide who is the target).
+
+        A turn's own line breaks become indented continuation lines, so no text inside a turn can start a
+        line that reads as another speaker's ``role:``.
+        """
         names = names or {}
-        return "\n".join(f"{names.get(m.role, m.role)}: {m.content}" for m in self.messages)
+
+        def turn(m: Message) -> str:
+            role = " ".join(names.get(m.role, m.role).split())
+            lines = _LINE_BREAKS.split(m.content)
+            return f"{role}: " + "\n    ".join(line.rstrip() for line in lines)
+
+        return "\n".join(turn(m) for m in self.messages)
 
 
 class DialoguePair(BaseModel):

@@ -29,6 +29,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
+from traitlab.console import fail
 from traitlab.data import DataError, read_csv_rows, read_jsonl
 from traitlab.presets.hal import DOCTOR_TRAIN_JUDGE, JUDGE, TURING_JUDGES
 from traitlab.settings import cache_dir, data_dir
@@ -572,7 +573,11 @@ def register(app: typer.Typer) -> None:
         folder: Annotated[Path | None, typer.Argument(help="Data folder (default: data_dir()).")] = None,
     ) -> None:
         """Check a data folder against the sha256 of the project's converted files."""
-        checks = verify_data_dir(data_dir(folder))
+        root = data_dir(folder)
+        if not root.is_dir():
+            raise fail(f"{root}: no such data folder" + ("" if folder else " (run `traitlab data fetch hal`, "
+                                                                          "or give the folder)"))
+        checks = verify_data_dir(root)
         _print_checks(checks)
         if any(c.status != "ok" for c in checks):
             raise typer.Exit(1)
