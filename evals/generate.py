@@ -151,6 +151,8 @@ def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: i
              concurrency: int = DEFAULT_CONCURRENCY) -> EvalResult:
     """Generate (or resume) a suite's conversations with ``model`` (None: the suite's), score them with the
     suite's scorers, and record the run (kind ``eval``). ``suite`` is a Suite, a file or a shipped name."""
+    from traitlab.progress import track
+
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     model = model or suite.model
     n = n or suite.conversations
@@ -168,8 +170,13 @@ def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: i
 
     ctx = _context(suite, chat_model(model), data_dir, chat_model)
     todo = [c for c in scenario.plan(n, ctx) if c.id not in stored]
-    done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency,
-                                 on_done=lambda d: store.add_dialogues(run_id, [d])))
+    with track(f"{suite.name}: conversations", len(todo)) as bar:
+
+        def saved(d: Dialogue) -> None:
+            store.add_dialogues(run_id, [d])
+            bar.advance()
+
+        done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency, on_done=saved))
     dialogues = store.dialogues(run_id)
     summaries = score_run(store, run_id, dialogues, suite.build_scorers(),
                           ctx=ScoringContext(store=store, run_id=run_id, data_dir=data_dir, base_dir=suite.base_dir))
