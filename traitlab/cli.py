@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from traitlab import fetch as data_cli
+from traitlab import runs_cli
 from traitlab.alignment import cli as alignment_cli
 from traitlab.discovery import cli as discovery_cli
 from traitlab.evals import cli as evals_cli
@@ -16,7 +17,7 @@ from traitlab.judges import cli as judges_cli
 
 app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
 
-for stage in (discovery_cli, judges_cli, alignment_cli, evals_cli, data_cli):
+for stage in (discovery_cli, judges_cli, alignment_cli, evals_cli, data_cli, runs_cli):
     stage.register(app)
 
 
