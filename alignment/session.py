@@ -19,7 +19,16 @@ from traitlab.settings import store_path
 from traitlab.store import Store
 
 from .config import AlignRunConfig, LoraSettings
-from .monitors import Snapshot, TraitMonitor, before_after, capability_texts, evaluate_policy, find_flags, trait_weights
+from .monitors import (
+    Snapshot,
+    TraitMonitor,
+    before_after,
+    capability_texts,
+    evaluate_policy,
+    find_flags,
+    sample_table,
+    trait_weights,
+)
 from .pairs import PromptRecord, load_prompts
 
 LOCAL_PREFIX = "local:"
@@ -186,6 +195,7 @@ class AlignSession:
         if self.is_main:
             self.store.put_artifact(self.run_id, "before_after", table)
             self.store.put_artifact(self.run_id, "train_log", log)
+            self.store.put_artifact(self.run_id, "samples", sample_table(self.heldout, self.base, final))
             self.store.finish_run(self.run_id, summary={
                 "kind": self.kind, "steps": trainer.state.global_step, "n_pairs": n_pairs,
                 "score_before": table["score"]["before"]["mean"], "score_after": table["score"]["after"]["mean"],
