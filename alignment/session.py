@@ -46,6 +46,8 @@ class AlignResult(BaseModel):
     train_metrics: dict[str, Any]
     train_log: list[dict[str, Any]]
     n_pairs: int | None = None
+    trait_texts: dict[str, str] = {}
+    """The reward's trait statements by id (for tables a person reads)."""
 
 
 def load_policy(name: str, lora: LoraSettings, dtype: str = "auto") -> tuple[Any, Any]:
@@ -204,6 +206,8 @@ class AlignSession:
                 "flags": len(self.flags), "adapter": str(adapter)})
         result = AlignResult(run_id=self.run_id, out_dir=str(self.out), adapter_dir=str(adapter),
                              before_after=table, flags=self.flags, monitor_log=self.log,
-                             train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs)
+                             train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs,
+                             trait_texts={t.id: t.text for t in ts.traits} if (ts := getattr(
+                                 self.reward, "trait_set", None)) is not None else {})
         (self.out / "result.json").write_text(result.model_dump_json(indent=1))
         return result

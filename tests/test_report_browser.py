@@ -268,3 +268,20 @@ def test_alignment_report_in_headless_chromium(store, tmp_path):
         _screenshot(drv, "report-align.png")
     finally:
         drv.quit()
+
+
+def test_report_command_says_what_it_wrote_and_covers(tmp_path):
+    from typer.testing import CliRunner
+
+    from traitlab.cli import app
+    from traitlab.store import Store
+
+    with Store(tmp_path / "s.duckdb") as st:
+        runs = [*fill_store(st), fill_align(st)]
+    out = tmp_path / "rep" / "r.html"
+    res = CliRunner().invoke(app, ["report", *runs, "--out", str(out), "--store", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"wrote {out} (+ report.json, report.md)" in text
+    assert ("covers 3 run(s) (2 eval, 1 align): base, aligned, align-1; 26 dialogues; 2 comparison(s); "
+            "the reward audit") in text
