@@ -29,7 +29,7 @@ def _fill(path) -> None:
                                  "provider error after 4 request(s): RateLimitError: again", "budget exhausted"]):
             st.record_call(CallRecord(call_id=f"c{i}", request_hash=f"h{i}", run_id="r1", model="local/x",
                                       cost=0.25, error=err))
-        st.put_artifact("r1", "trait_set", {"name": "x"})
+        st.put_artifact("r1", "trait_set", {"name": "x’\\u20"})
         st.finish_run("r1", summary={"rated": 4})
         st.start_run("eval", "turing-mini", {"model": "m"}, run_id="r2")
 
@@ -47,7 +47,8 @@ def test_list_show_redact_and_failures(tmp_path):
         assert d.config["params"] == {"api_key": "***", "max_tokens": 9, "input_cost_per_token": 1e-6}
         assert [(f.kind, f.count) for f in d.failures] == [("RateLimitError", 2), ("budget exhausted", 1)]
         assert d.failures[0].first.endswith("slow down") and d.judges == {"local/x": 8}
-        assert [a.name for a in d.artifacts] == ["trait_set"] and d.artifacts[0].size_bytes == len('{"name": "x"}')
+        assert [a.name for a in d.artifacts] == ["trait_set"] and d.artifacts[0].size_bytes == len(
+            json.dumps({"name": "x’\\u20"}).encode())   # bytes of the stored JSON, escapes and all
     assert redact_config({"headers": {"Authorization": "Bearer abcdefghijkl"}, "note": f"key {KEY}"}) == {
         "headers": {"Authorization": "***"}, "note": "key ***"}
     assert failure_kind("schema validation failed after 2 request(s): ValidationError: x") == "ValidationError"

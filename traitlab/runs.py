@@ -139,7 +139,7 @@ def show_run(store: Store, run_id: str) -> RunDetail:
     row = _row(store, run_id)
     run = store.run(run_id)
     arts = [ArtifactInfo(name=n, kind=k or "", size_bytes=int(b or 0), created=c) for n, k, b, c in store.sql(
-        "SELECT name, kind, octet_length(CAST(body AS VARCHAR)::BLOB), created FROM artifacts WHERE run_id = ? "
+        "SELECT name, kind, strlen(CAST(body AS VARCHAR)), created FROM artifacts WHERE run_id = ? "
         "ORDER BY created, name", [run_id])]
     errors = [e for (e,) in store.sql("SELECT error FROM calls WHERE run_id = ? AND error IS NOT NULL "
                                       "ORDER BY created", [run_id])]
