@@ -703,12 +703,10 @@ def _sentences(h: Headline, trait: Callable[[str], object]) -> list[object]:
     what = "held-out reward score" if h.kind == "align" else f"{h.scorer} score" if h.scorer else None
     parts: list[object] = []
     if what and h.diff is not None:
-        sig = "" if h.lo is None or not math.isfinite(h.lo) or (h.lo <= 0 <= (h.hi or 0)) else ", CI excludes 0"
-        q = f", q {h.q:.3g}" if h.q is not None else ""
-        parts.append(f"{h.other_label} vs {h.base_label}: {what} {h.diff:+.3f} (95% CI {_f(h.lo)} to {_f(h.hi)}"
-                     f"{q}{sig}). ")
+        q = f", BH q {h.q:.3g}" if h.q is not None else ""
+        parts.append(f"Change in {what}: {h.diff:+.3f} (95% CI {_f(h.lo)} to {_f(h.hi)}{q}). ")
     else:
-        parts.append(f"{h.other_label} vs {h.base_label}: no shared scalar score. ")
+        parts.append("The two share no scalar score. ")
     if h.movers:
         basis = "of the change" if h.basis == "weights" else "of the trait movement"
         parts.append(f"Moved most ({h.judge}, share {basis}): " if h.judge else "Moved most: ")
@@ -731,7 +729,8 @@ def _headline_block(h: Headline, T: _Traits) -> Markup:
     split = next(i for i, p in enumerate(sentences) if isinstance(p, str) and p.endswith(". ")) + 1
     chart = None
     if h.movers:
-        rows = [T.interval(m.trait_id, m.diff, m.lo, m.hi, grouped=False, strong=m.significant) for m in h.movers]
+        rows = [T.interval(m.trait_id, m.diff, m.lo, m.hi, grouped=False, strong=m.lo > 0 or m.hi < 0)
+                for m in h.movers]
         chart = interval_plot(rows, zero=0.0, width=720, label_width=330,
                               title=f"{h.judge or ''}: change per trait, 95% CI (filled = CI excludes 0)".strip(": "))
     flags = [el("li", el("span", f.kind, class_="flag"), " ", T.html(f.trait) if f.trait else None, " ",
