@@ -285,3 +285,19 @@ def test_report_command_says_what_it_wrote_and_covers(tmp_path):
     assert f"wrote {out} (+ report.json, report.md)" in text
     assert ("covers 3 run(s) (2 eval, 1 align): base, aligned, align-1; 26 dialogues; 2 comparison(s); "
             "the reward audit") in text
+
+
+def test_headline_share_of_change_and_derived_flags(store, tmp_path):
+    """With the scalar's weights known, a trait's share is w*Δ over the sum, and a significant move against its
+    weight's sign, or one trait carrying most of the change, is flagged as the alignment monitors would."""
+    from traitlab.evals.report import AggregatorView, collect
+
+    runs = fill_store(store, shift=1.5)
+    weights = {t: 0.1 for t in sample_trait_set().ids} | {"tl02": -1.0}
+    data = collect(store, runs, aggregator=AggregatorView(source="test", weights=weights))
+    h = next(h for h in data.headlines if h.kind == "runs")
+    assert h.basis == "weights" and h.movers[0].trait_id == "tl02"
+    top = h.movers[0]
+    total = sum(weights[r.trait_id] * r.diff for r in data.comparisons[0].rows if r.judge == "local-reward")
+    assert abs(top.share - weights["tl02"] * top.diff / total) < 1e-9
+    assert ("against_sign", "tl02") in {(f.kind, f.trait) for f in h.flags}
