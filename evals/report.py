@@ -633,7 +633,7 @@ padding:0 3px;border-radius:3px;margin-left:3px;white-space:nowrap}
 .flag{color:#a40000;font-weight:bold}.ok{color:#4e9a06;font-weight:bold}
 .sides{display:grid;grid-template-columns:1fr 1fr;gap:10px}.side{border:1px solid #ddd;border-radius:6px;
 padding:6px 10px;background:#fcfcfc}.excerpt{white-space:pre-wrap;font-size:13px;margin:3px 0 8px}
-.side h4{margin:2px 0 4px;font-size:13px}
+.side h4{margin:2px 0 4px;font-size:13px}.row{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
 """
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 """No script may run and nothing may be fetched, even if something slipped past the escaping."""
@@ -822,9 +822,10 @@ def _monitor_block(log: Any, ba: Any, T: _Traits) -> Markup | None:
                                                                             .get(t)) or 0.0)))[:5]
     lines = [(T.text(t) if t in T.traits else "", t,
               [(float(e["step"]), _num((e.get("traits") or {}).get(t)) or math.nan) for e in entries]) for t in top]
-    return el("div", line_chart([("held-out score", "", score)], title="held-out reward score over training"),
-              line_chart(lines, title="top traits (by share of the change) over training", height=220)
-              if lines else None)
+    return el("div", line_chart([("held-out score", "", score)], title="held-out reward score over training",
+                                width=500, height=220),
+              line_chart(lines, title="top traits (by share of the change) over training", width=500, height=220)
+              if lines else None, class_="row")
 
 
 def _samples_block(samples: Any, n: int = 4) -> Markup | None:
