@@ -704,7 +704,9 @@ def _sentences(h: Headline, trait: Callable[[str], object]) -> list[object]:
     parts: list[object] = []
     if what and h.diff is not None:
         q = f", BH q {h.q:.3g}" if h.q is not None else ""
-        parts.append(f"Change in {what}: {h.diff:+.3f} (95% CI {_f(h.lo)} to {_f(h.hi)}{q}). ")
+        ci = (f"95% CI {_f(h.lo)} to {_f(h.hi)}" if h.lo is not None and math.isfinite(h.lo)
+              else "no CI: fewer than two paired values")
+        parts.append(f"Change in {what}: {h.diff:+.3f} ({ci}{q}). ")
     else:
         parts.append("The two share no scalar score. ")
     if h.movers:
@@ -812,7 +814,8 @@ def _monitor_block(log: Any, ba: Any, T: _Traits) -> Markup | None:
     entries = [e for e in log or [] if isinstance(e, dict) and _num(e.get("step")) is not None]
     if not entries:
         return None
-    score = [(float(e["step"]), _num(e.get("score")) or math.nan) for e in entries]
+    nan = lambda x: math.nan if (v := _num(x)) is None else v  # noqa: E731
+    score = [(float(e["step"]), nan(e.get("score"))) for e in entries]
     traits = (ba or {}).get("traits") if isinstance(ba, dict) else None
     if isinstance(traits, dict) and traits:
         top = sorted(traits, key=lambda t: -abs(_num((traits[t] or {}).get("share")) or 0.0))[:5]
@@ -821,7 +824,7 @@ def _monitor_block(log: Any, ba: Any, T: _Traits) -> Markup | None:
         top = sorted(last, key=lambda t: -abs((_num(last[t]) or 0.0) - (_num((entries[0].get("traits") or {})
                                                                             .get(t)) or 0.0)))[:5]
     lines = [(T.text(t) if t in T.traits else "", t,
-              [(float(e["step"]), _num((e.get("traits") or {}).get(t)) or math.nan) for e in entries]) for t in top]
+              [(float(e["step"]), nan((e.get("traits") or {}).get(t))) for e in entries]) for t in top]
     return el("div", line_chart([("held-out score", "", score)], title="held-out reward score over training",
                                 width=500, height=220),
               line_chart(lines, title="top traits (by share of the change) over training", width=500, height=220)
