@@ -51,18 +51,20 @@ def _print(result: Any) -> None:
 
     table = result.before_after
     t = Table(title=f"run {result.run_id}: held-out means with {table['level']:.0%} CI ({table['n_prompts']} prompts)")
-    for col in ("", "weight", "before", "after", "delta", "share"):
-        t.add_column(col)
+    console = Console()
+    texts = result.trait_texts if console.width >= 110 else {}  # a narrow terminal keeps the numbers whole
+    for col in ("", *(["trait"] if texts else []), "weight", "before", "after", "delta", "share"):
+        t.add_column(col, max_width=48 if col == "trait" else None, overflow="ellipsis", no_wrap=col == "trait")
 
     def fmt(i: dict[str, float]) -> str:
         return f"{i['mean']:.3f} [{i['lo']:.3f}, {i['hi']:.3f}]"
 
     s = table["score"]
-    t.add_row("score", "", fmt(s["before"]), fmt(s["after"]), fmt(s["delta"]), "")
-    for tid, row in table["traits"].items():
-        t.add_row(tid, f"{row['weight']:+.3f}", fmt(row["before"]), fmt(row["after"]), fmt(row["delta"]),
-                  f"{row['share']:.0%}")
-    console = Console()
+    text = (lambda tid: [texts.get(tid, "")]) if texts else (lambda tid: [])
+    t.add_row("score", *text(""), "", fmt(s["before"]), fmt(s["after"]), fmt(s["delta"]), "")
+    for tid, row in sorted(table["traits"].items(), key=lambda kv: -abs(kv[1]["share"])):
+        t.add_row(tid, *text(tid), f"{row['weight']:+.3f}", fmt(row["before"]), fmt(row["after"]),
+                  fmt(row["delta"]), f"{row['share']:.0%}")
     console.print(t)
     for f in result.flags:
         console.print(f"[bold red]FLAG[/] step {f['step']} {f['kind']}: {f['message']}")

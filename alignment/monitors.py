@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from scipy import stats as st
 from transformers import TrainerCallback
 
@@ -50,6 +50,7 @@ class Snapshot(BaseModel):
     n_completions: int
     mean_chars: float
     perplexity: float | None = None
+    completions: dict[str, str] = Field(default_factory=dict, description="first completion per prompt id")
 
     def summary(self) -> dict[str, Any]:
         """One line of the ``monitor_log`` artifact."""
@@ -179,6 +180,17 @@ def before_after(base: Snapshot, final: Snapshot, weights: dict[str, float], wei
             "perplexity": {"before": base.perplexity, "after": final.perplexity}}
 
 
+def sample_table(prompts: Sequence[PromptRecord], base: Snapshot, final: Snapshot) -> list[dict[str, Any]]:
+    """The ``samples`` artifact: per held-out prompt, the completion before and after training with its score
+    and traits, so a reader sees what the numbers were measured on."""
+    def side(snap: Snapshot, pid: str) -> dict[str, Any]:
+        return {"completion": snap.completions.get(pid), "score": snap.scores.get(pid),
+                "traits": {t: v[pid] for t, v in snap.traits.items() if pid in v}}
+
+    return [{"id": p.id, "prompt": p.prompt, "before": side(base, p.id), "after": side(final, p.id)}
+            for p in prompts if p.id in base.completions or p.id in final.completions]
+
+
 def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[PromptRecord], *,
                     target_role: str, sampling: SamplingSettings, step: int, samples_per_prompt: int = 1,
                     capability: Sequence[str] = ()) -> Snapshot:
@@ -203,6 +215,7 @@ def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[P
         traits={t: {p: float(np.mean([s.traits[t] for s in ss])) for p, ss in per_prompt.items()} for t in trait_ids},
         parse_rate=sum(s is not None for s in scored) / max(1, len(scored)), n_completions=len(scored),
         mean_chars=float(np.mean([len(t) for t in texts])) if texts else 0.0,
+        completions={rec.id: row[0] for rec, row in zip(prompts, samples, strict=True) if row},
         perplexity=perplexity(model, tokenizer, capability) if capability else None)
 
 

@@ -92,12 +92,15 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], n: int, setting
     """``n`` sampled completions per prompt (chat template applied), batched by similar prompt length."""
     import torch
 
+    from traitlab.progress import track
+
     texts = [tokenizer.apply_chat_template(chat(p), add_generation_prompt=True, tokenize=False) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     per_batch = max(1, settings.batch_size // n)
     out: list[list[str]] = [[] for _ in texts]
     was_training = model.training
     model.eval()
+    bar = track("sampling completions", len(texts) * n).start()
     try:
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
@@ -110,7 +113,9 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], n: int, setting
             decoded = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             for j, i in enumerate(idx):
                 out[i] = [t.strip() for t in decoded[j * n:(j + 1) * n]]
+            bar.advance(len(idx) * n)
     finally:
+        bar.close()
         model.train(was_training)
     return out
 

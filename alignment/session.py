@@ -19,7 +19,16 @@ from traitlab.settings import store_path
 from traitlab.store import Store
 
 from .config import AlignRunConfig, LoraSettings
-from .monitors import Snapshot, TraitMonitor, before_after, capability_texts, evaluate_policy, find_flags, trait_weights
+from .monitors import (
+    Snapshot,
+    TraitMonitor,
+    before_after,
+    capability_texts,
+    evaluate_policy,
+    find_flags,
+    sample_table,
+    trait_weights,
+)
 from .pairs import PromptRecord, load_prompts
 
 LOCAL_PREFIX = "local:"
@@ -37,6 +46,8 @@ class AlignResult(BaseModel):
     train_metrics: dict[str, Any]
     train_log: list[dict[str, Any]]
     n_pairs: int | None = None
+    trait_texts: dict[str, str] = {}
+    """The reward's trait statements by id (for tables a person reads)."""
 
 
 def load_policy(name: str, lora: LoraSettings, dtype: str = "auto") -> tuple[Any, Any]:
@@ -116,6 +127,8 @@ class AlignSession:
             run_id = self.store.start_run("align", name=f"{kind}:{cfg.model}",
                                           config={"kind": kind, **cfg.model_dump(mode="json")}, run_id=resume_id)
             marker.write_text(json.dumps({"run_id": run_id}))
+            if (ts := getattr(self.reward, "trait_set", None)) is not None:  # the report shows trait texts
+                self.store.put_artifact(run_id, "reward_trait_set", {**ts.model_dump(mode="json"), "hash": ts.hash})
             if resume_id is not None:
                 self.log, self.flags = self._stored(run_id, "monitor_log"), self._stored(run_id, "flags")
         self.run_id = broadcast_object_list([run_id])[0] if state.num_processes > 1 else run_id
@@ -186,12 +199,15 @@ class AlignSession:
         if self.is_main:
             self.store.put_artifact(self.run_id, "before_after", table)
             self.store.put_artifact(self.run_id, "train_log", log)
+            self.store.put_artifact(self.run_id, "samples", sample_table(self.heldout, self.base, final))
             self.store.finish_run(self.run_id, summary={
                 "kind": self.kind, "steps": trainer.state.global_step, "n_pairs": n_pairs,
                 "score_before": table["score"]["before"]["mean"], "score_after": table["score"]["after"]["mean"],
                 "flags": len(self.flags), "adapter": str(adapter)})
         result = AlignResult(run_id=self.run_id, out_dir=str(self.out), adapter_dir=str(adapter),
                              before_after=table, flags=self.flags, monitor_log=self.log,
-                             train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs)
+                             train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs,
+                             trait_texts={t.id: t.text for t in ts.traits} if (ts := getattr(
+                                 self.reward, "trait_set", None)) is not None else {})
         (self.out / "result.json").write_text(result.model_dump_json(indent=1))
         return result

@@ -167,6 +167,7 @@ def validate_cmd(
     table = Table(title=f"{trait_set.name} ({trait_set.hash}): AUC = P({spec.positive_name} rated higher); "
                         f"* q < {alpha}")
     table.add_column("trait")
+    table.add_column("statement", no_wrap=True, overflow="ellipsis", max_width=50)
     for j in report.judges:
         table.add_column(j, justify="right")
     table.add_column("alpha", justify="right")
@@ -175,7 +176,7 @@ def validate_cmd(
     for t in trait_set.ids:
         if t in aucs:
             a = report.agreement.get(t)
-            table.add_row(t + (" (selected)" if t in report.selected else ""),
+            table.add_row(t + (" (selected)" if t in report.selected else ""), trait_set[t].text,
                           *[f"{aucs[t][j]:.3f}{'*' if (t, j) in sig else ''}" if j in aucs[t] else "-"
                             for j in report.judges], "-" if a is None else f"{a:.2f}")
     Console().print(table)

@@ -104,7 +104,10 @@ def report_cmd(
             paths = build_report(st, runs, out, aggregator=view, title=title)
     except (KeyError, ValueError) as e:
         raise fail(e) from None
-    typer.echo(f"{paths.html}\n{paths.json_}\n{paths.md}")
+    kinds = ", ".join(f"{n} {k}" for k, n in paths.kinds.items())
+    typer.echo(f"wrote {paths.html} (+ {paths.json_.name}, {paths.md.name})\n"
+               f"covers {len(paths.runs)} run(s) ({kinds}): {', '.join(paths.runs)}; {paths.dialogues} dialogues; "
+               f"{paths.comparisons} comparison(s)" + ("; the reward audit" if paths.audit else ""))
 
 
 def judge_bench_cmd(

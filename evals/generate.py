@@ -196,6 +196,8 @@ def _load_scorers(scorers: Sequence[Any], ctx: ScoringContext) -> None:
 
 def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, store: Store, n: int, run_id: str,
               data_dir: Path | None, concurrency: int, started: Any) -> EvalResult:
+    from traitlab.progress import track
+
     stored = {d.id for d in store.dialogues(run_id)}
     clients: dict[str, ChatModel] = {}
 
@@ -207,8 +209,13 @@ def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, 
 
     ctx = _context(suite, chat_model(model), data_dir, chat_model)
     todo = [c for c in scenario.plan(n, ctx) if c.id not in stored]
-    done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency,
-                                 on_done=lambda d: store.add_dialogues(run_id, [d])))
+    with track(f"{suite.name}: conversations", len(todo)) as bar:
+
+        def saved(d: Dialogue) -> None:
+            store.add_dialogues(run_id, [d])
+            bar.advance()
+
+        done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency, on_done=saved))
     dialogues = store.dialogues(run_id)
     summaries = score_run(store, run_id, dialogues, scorers,
                           ctx=ScoringContext(store=store, run_id=run_id, data_dir=data_dir, base_dir=suite.base_dir))

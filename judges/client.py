@@ -379,18 +379,17 @@ class JudgeClient:
             del state.inflight[key]
 
     def call_many(self, requests: Sequence[Request], progress: str | None = "calls") -> list[CallOutcome]:
-        """All ``requests`` with bounded concurrency, in order; a rich progress bar unless ``progress`` is None."""
+        """All ``requests`` with bounded concurrency, in order; progress (:mod:`traitlab.progress`) unless None."""
         return _run_sync(self._call_many(list(requests), progress))
 
     async def _call_many(self, requests: list[Request], progress: str | None) -> list[CallOutcome]:
-        from rich.progress import Progress
+        from traitlab.progress import track
 
-        with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task(progress or "", total=len(requests))
+        with track(progress, len(requests)) as bar:
 
             async def one(r: Request) -> CallOutcome:
                 out = await self.acall(r.messages, r.schema, prompt_id=r.prompt_id, params=r.params)
-                bar.advance(task)
+                bar.advance()
                 return out
 
             return list(await asyncio.gather(*(one(r) for r in requests)))

@@ -217,6 +217,11 @@ def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, sto
     assert store.artifact(res.run_id, "before_after")["score"]["before"]["n"] == 6
     assert store.run(res.run_id)["status"] == "done"
     assert isinstance(store.artifact(res.run_id, "flags"), list)
+    samples = store.artifact(res.run_id, "samples")   # what the report shows as completions before and after
+    assert len(samples) == 6 and all(isinstance(s["before"]["completion"], str) for s in samples)
+    assert {s["id"] for s in samples} == {f"q{i}" for i in range(6)}
+    assert store.artifact(res.run_id, "reward_trait_set")["hash"] == reward.trait_set_hash
+    assert set(res.trait_texts) == set(reward.trait_ids)
     assert (Path(res.adapter_dir) / "adapter_config.json").exists()
     assert len((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()) == res.n_pairs
     # resume from the step-2 checkpoint: same store run, same pairs, two more steps

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from traitlab import runs_cli
 from traitlab.alignment import cli as alignment_cli
 from traitlab.discovery import cli as discovery_cli
 from traitlab.evals import cli as evals_cli
@@ -16,7 +17,7 @@ from traitlab.presets import all_presets
 
 app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
 
-for stage in (discovery_cli, judges_cli, alignment_cli, evals_cli):
+for stage in (discovery_cli, judges_cli, alignment_cli, evals_cli, runs_cli):
     stage.register(app)
 for _preset in all_presets():  # a preset's own commands (HAL: ``traitlab data fetch hal``)
     if _preset.register_cli is not None:
