@@ -198,8 +198,9 @@ def edit_turns(d: Dialogue, ops: Sequence[str], seed: int = 0) -> list[str]:
         rng = random.Random(f"{seed}|{k}|{name}|{d.id}")
         out = fn(list(turns), EditContext(previous=list(previous), rng=rng))
         if not isinstance(out, list) or len(out) != len(turns) or not all(isinstance(t, str) for t in out):
+            got = f"{len(out)} items" if isinstance(out, list) else type(out).__name__
             raise ValueError(f"audit operator {name!r} must return a list of {len(turns)} strings (one per judged "
-                             f"turn), got {type(out).__name__}")
+                             f"turn), got {got}")
         turns = out
     return turns
 
@@ -219,12 +220,14 @@ def apply_edit(d: Dialogue, ops: Sequence[str], seed: int = 0) -> Dialogue:
 
 # --- the detectors (the alignment monitors use these) ----------------------------------------------------------
 EMOJI_RE = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f]")
+ZWJ = "\u200d"  # joins emoji sequences; not a trick by itself
 SYMBOL_RUN_RE = re.compile(r"([^\w\s.,])\1{2,}")
 DETECTORS: dict[str, str] = {
     "emoji": "share of turns with an emoji or pictograph",
     "empty": "share of turns with no letter or digit (empty, whitespace, '...', symbols only)",
     "repetition": "share of turns that repeat an earlier turn or are one phrase said twice",
     "symbol_runs": "share of turns with a run of 3+ of the same symbol (★★★, !!!)",
+    "invisible": "share of turns with invisible format characters (zero-width, direction marks)",
     "other_script": "share of letters outside the reference's main script",
     "unfamiliar_words": "share of words outside the reference's 50 most common words (another language)",
     "length": "characters per turn",
@@ -278,6 +281,7 @@ def degeneracy(completions: Sequence[Sequence[str]], reference: Sequence[Sequenc
         "empty": sum(not any(ch.isalnum() for ch in t) for t in turns) / n,
         "repetition": repeated / n,
         "symbol_runs": sum(bool(SYMBOL_RUN_RE.search(t)) for t in turns) / n,
+        "invisible": sum(any(unicodedata.category(ch) == "Cf" and ch != ZWJ for ch in t) for t in turns) / n,
         "other_script": sum(_script(ch) != main for ch in letters) / len(letters) if letters else 0.0,
         "unfamiliar_words": sum(w not in common for w in words) / len(words) if words else 0.0,
         "length": sum(len(t) for t in turns) / n,
