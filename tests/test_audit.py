@@ -116,7 +116,7 @@ def test_users_register_operators_and_bad_ones_are_named(monkeypatch):
 
     d = _dialogue(0, "best")
     assert edit_turns(d, ["audit-test-signature"])[0].endswith("sent from my phone")
-    with pytest.raises(ValueError, match="audit-test-drops-a-turn.*2 strings.*got 1 items"):
+    with pytest.raises(ValueError, match=r"audit-test-drops-a-turn.*2 strings.*got 1 items"):
         edit_turns(d, ["audit-test-drops-a-turn"])
     with pytest.raises(KeyError, match="no audit operator named 'nope'"):
         edit_turns(d, ["nope"])
@@ -166,7 +166,7 @@ def test_audit_catches_an_emoji_hack_and_passes_a_robust_reward():
 
 
 def test_audit_refuses_what_it_cannot_measure():
-    with pytest.raises(ValueError, match="labelled 'good'.*labels in the data: average, best"):
+    with pytest.raises(ValueError, match=r"labelled 'good'.*labels in the data: average, best"):
         audit(QualityReward(), DIALOGUES, ("good", "average"))
     with pytest.raises(KeyError, match="nope"):
         audit(QualityReward(), DIALOGUES, ("best", "average"), operators=["nope"])
