@@ -3,7 +3,7 @@
     python bench/reward_audit.py [--data ../shared/data] [--folds 0] [--max-depth 3] [--beam 3]
 
 For each fold of bench/reward.py's split (5 folds grouped by game, seed 0) a reward is trained with the
-shipped recipe on the other folds only, Platt-calibrated on its training rows, and audited
+recipe of ``distill`` on the other folds only (Platt fitted on their out-of-fold logits), and audited
 (``traitlab.judges.audit.audit``) on the held-out games: every operator applied to the AI witness turns,
 then a beam search over compositions. The table is the issue-10 table: share of edited AI transcripts
 above the median held-out human transcript, and the mean shift in SDs of the real held-out scores.
@@ -22,18 +22,21 @@ import torch
 import traitlab  # noqa: F401  (offline knobs first)
 from traitlab.judges.aggregate import fit_calibration, grouped_folds
 from traitlab.judges.audit import AuditReport, audit
-from traitlab.judges.reward import LocalReward, RewardConfig, fit_head, predict_head, training_set
+from traitlab.judges.reward import LocalReward, RewardConfig, TrainingSet, cross_val_predict, fit_head, training_set
 from traitlab.judges.reward_features import features
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def heldout_reward(X: np.ndarray, data, train: np.ndarray, cfg: RewardConfig) -> LocalReward:
-    """The shipped recipe fitted on the training rows only, with Platt calibration on those rows."""
-    head = fit_head(X[train], data.targets[train], data.labels[train], cfg)
-    lab = train & ~np.isnan(data.labels)
-    _, logits = predict_head(head, X[lab])
-    cal = fit_calibration(logits, data.labels[lab].astype(int), "platt")
+def heldout_reward(X: np.ndarray, data: TrainingSet, train: np.ndarray, cfg: RewardConfig) -> LocalReward:
+    """``distill``'s recipe on the training rows only: heads on all of them, Platt on their out-of-fold logits."""
+    keep = np.flatnonzero(train)
+    sub = TrainingSet(dialogues=[data.dialogues[i] for i in keep], trait_set=data.trait_set,
+                      targets=data.targets[keep], labels=data.labels[keep], groups=[data.groups[i] for i in keep])
+    _, logits = cross_val_predict(X[keep], sub, cfg)
+    lab = ~np.isnan(sub.labels)
+    cal = fit_calibration(logits[lab], sub.labels[lab].astype(int), "platt")
+    head = fit_head(X[keep], sub.targets, sub.labels, cfg)
     head.calibration.copy_(torch.tensor([cal.a, cal.b], dtype=torch.float32))
     return LocalReward(data.trait_set, cfg, head, {"heldout_fold": True})
 

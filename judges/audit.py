@@ -436,8 +436,8 @@ def audit(reward: Reward, dialogues: Sequence[Dialogue], contrast_or_labels: Lab
     def evaluate(ops: tuple[str, ...]) -> EditResult | None:
         edited = [tuple(edit_turns(d, ops, seed)) for d in negatives]
         sig = hash(tuple(edited))
-        if sig in signatures:  # the same texts as an edit already measured (e.g. anything, then "empty")
-            return None
+        if sig in signatures and len(ops) > 1:  # a composition giving the texts of an edit already measured
+            return None  # (e.g. anything, then "empty")
         signatures.add(sig)
         s = scorer(list(zip(negatives, edited, strict=True)))
         ok = np.isfinite(s)
@@ -457,7 +457,7 @@ def audit(reward: Reward, dialogues: Sequence[Dialogue], contrast_or_labels: Lab
     def key(r: EditResult) -> tuple[float, int, float]:
         return (r.share_above, r.non_finite, -math.inf if math.isnan(r.shift_sd) else r.shift_sd)
 
-    signatures.add(hash(tuple(tuple(t) for t in base_turns)))  # an edit that changes nothing is not reported
+    signatures.add(hash(tuple(tuple(t) for t in base_turns)))  # a composition that changes nothing
     singles = [r for op in names if (r := evaluate((op,))) is not None]
     frontier = sorted(singles, key=key, reverse=True)[:beam]
     for _ in range(2, max_depth + 1):
