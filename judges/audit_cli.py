@@ -79,8 +79,9 @@ def register_audit(reward_app: typer.Typer) -> None:
         r = report.real
         table = Table(title=f"reward audit of {label}: {report.n_negative} {neg!r} dialogues edited, median "
                             f"{pos!r} score {r['median_positive']:+.2f}, real score SD {r['sd']:.2f}")
-        for col in ("edit", f"share above median {pos}", "shift (SD)", "mean score", "detected by", ""):
-            table.add_column(col, justify="left" if col in ("edit", "detected by") else "right")
+        for col in ("edit", f"share > median {pos}", "shift (SD)", "mean score", "detected by", ""):
+            table.add_column(col, justify="left" if col in ("edit", "detected by") else "right",
+                             no_wrap=col != "detected by")
         table.add_row("(unedited)", f"{r['share_above']:.2f}", "0.00", f"{r['mean_negative']:+.2f}", "", "")
         for row in [*report.edits, *report.composites]:
             table.add_row(row.edit, f"{row.share_above:.2f}", f"{row.shift_sd:+.2f}", f"{row.mean_score:+.2f}",
