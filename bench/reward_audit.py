@@ -72,6 +72,7 @@ def main() -> None:
     X = features(data.dialogues, cfg.encoder)
     print(f"features of {len(X)} training rows in {time.time() - t:.0f}s")
     fold = grouped_folds(data.groups, cfg.folds, cfg.seed)
+    reports = []
     for k in (int(f) for f in args.folds.split(",")):
         test = fold == k
         t = time.time()
@@ -80,6 +81,16 @@ def main() -> None:
         rep = audit(reward, held, ("human", "ai"), max_depth=args.max_depth, beam=args.beam,
                     threshold=args.threshold, name=f"local reward, fold {k} held out")
         print_report(rep, f"fold {k} held out ({len(held) // 2} games, {time.time() - t:.0f}s)")
+        reports.append(rep)
+    if len(reports) > 1:
+        print(f"== single edits over {len(reports)} held-out folds: share above the median human (mean, min-max) ==")
+        shares = {e.edit: [] for e in reports[0].edits}
+        for rep in reports:
+            for e in rep.edits:
+                shares[e.edit].append(e.share_above)
+        for edit, v in sorted(shares.items(), key=lambda kv: -np.mean(kv[1])):
+            print(f"  {edit:<24} {np.mean(v):.2f}  ({min(v):.2f}-{max(v):.2f})")
+        print("  worst composite per fold: " + "; ".join(f"{r.worst.edit} {r.worst.share_above:.2f}" for r in reports))
 
 
 if __name__ == "__main__":
