@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from traitlab.console import fail
+from traitlab.options import ContrastOpt, NegativeOpt, PositiveOpt, PresetOpt, TargetRoleOpt, resolve, target_role_for
 
 
 def register_audit(reward_app: typer.Typer) -> None:
@@ -19,10 +20,11 @@ def register_audit(reward_app: typer.Typer) -> None:
         reward: Annotated[Path | None, typer.Option(help="a saved LocalReward folder (default: shipped)")] = None,
         reward_name: Annotated[str | None, typer.Option(help="a registered reward (traitlab.registry.rewards)")] = None,
         plugin: Annotated[list[str] | None, typer.Option(help="module or .py registering rewards/operators")] = None,
-        positive: Annotated[str | None, typer.Option(help="label of the side the reward rewards")] = None,
-        negative: Annotated[str | None, typer.Option(help="label of the other side (the one edited)")] = None,
-        contrast: Annotated[Path | None, typer.Option(help="contrast YAML/JSON (labels, judged role)")] = None,
-        target_role: Annotated[str | None, typer.Option(help="the judged role (default: by file shape)")] = None,
+        positive: PositiveOpt = None,
+        negative: NegativeOpt = None,
+        contrast: ContrastOpt = None,
+        preset: PresetOpt = None,
+        target_role: TargetRoleOpt = None,
         operators: Annotated[str | None, typer.Option(help="comma-separated operators (default: all)")] = None,
         threshold: Annotated[float, typer.Option(
             min=0.0, max=1.0, help="most negatives an edit may push above the median positive")] = 0.05,
@@ -39,7 +41,6 @@ def register_audit(reward_app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from traitlab.contrast import Contrast
         from traitlab.data import load_dialogues
         from traitlab.judges.audit import audit
         from traitlab.registry import as_reward, load_plugins, rewards
@@ -49,15 +50,6 @@ def register_audit(reward_app: typer.Typer) -> None:
         try:
             if reward is not None and reward_name is not None:
                 raise ValueError("give --reward DIR or --reward-name NAME, not both")
-            if contrast is not None:
-                labels: Contrast | tuple[str, str] = Contrast.load(contrast).override(
-                    positive=positive, negative=negative, target_role=target_role)
-                role = labels.target_role
-            elif positive is None or negative is None:
-                raise ValueError("say which labels are the two sides: --positive LABEL --negative LABEL, or "
-                                 "--contrast FILE")
-            else:
-                labels, role = (positive, negative), target_role
             load_plugins(plugin or [])
             if reward_name is not None:
                 scorer, label = as_reward(rewards.create(reward_name), f"reward {reward_name!r}"), reward_name
@@ -65,8 +57,10 @@ def register_audit(reward_app: typer.Typer) -> None:
                 from traitlab.judges.reward import load_reward
 
                 scorer, label = load_reward(reward), str(reward or "default")
+            role = target_role_for(contrast, preset, target_role)
             loaded = load_dialogues(dialogues, target_role=role)
-            pos, neg = labels.labels if isinstance(labels, Contrast) else labels
+            labels = resolve(loaded, contrast, preset, positive, negative, target_role)
+            pos, neg = labels.labels
             if limit is not None:
                 loaded = [d for side in (pos, neg) for d in [d for d in loaded if d.label == side][:limit]]
             names = [o.strip() for o in operators.split(",") if o.strip()] if operators else None

@@ -189,7 +189,7 @@ def _write(tmp_path):
     path = tmp_path / "d.jsonl"
     rows = []
     for d in DIALOGUES:
-        label = "human" if d.label == "best" else "ai"
+        label = d.label
         roles = {"customer": "user", "agent": "assistant"}
         rows.append({"id": d.id, "label": label, "meta": d.meta,
                      "messages": [{"role": roles[m.role], "content": m.content} for m in d.messages]})
@@ -201,7 +201,7 @@ def test_cli_fails_a_hackable_reward_with_exit_1_and_stores_the_report(tmp_path)
     from traitlab.store import Store
 
     data, out, store = _write(tmp_path), tmp_path / "audit.json", tmp_path / "s.duckdb"
-    base = ["reward", "audit", "--dialogues", str(data), "--positive", "human", "--negative", "ai",
+    base = ["reward", "audit", "--dialogues", str(data), "--positive", "best", "--negative", "average",
             "--max-depth", "2", "--store", str(store)]
     res = CliRunner().invoke(_app(), [*base, "--reward-name", "audit-test-emoji", "--out", str(out)])
     assert res.exit_code == 1, res.output
@@ -223,11 +223,11 @@ def test_cli_fails_a_hackable_reward_with_exit_1_and_stores_the_report(tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--reward-name", "audit-test-quality"], "--positive LABEL --negative LABEL"),
-    (["--reward-name", "no-such-reward", "--positive", "human", "--negative", "ai"], "no reward named"),
-    (["--reward-name", "audit-test-quality", "--positive", "human", "--negative", "bot"], "'bot' (negative)"),
-    (["--reward-name", "audit-test-quality", "--positive", "human", "--negative", "ai", "--operators", "nope"],
+    (["--reward-name", "no-such-reward", "--positive", "best", "--negative", "average"], "no reward named"),
+    (["--reward-name", "audit-test-quality", "--positive", "best", "--negative", "bot"], "'bot' (negative)"),
+    (["--reward-name", "audit-test-quality", "--positive", "best", "--negative", "average", "--operators", "nope"],
      "no audit operator named 'nope'"),
-    (["--reward-name", "audit-test-quality", "--reward", "x", "--positive", "human", "--negative", "ai"],
+    (["--reward-name", "audit-test-quality", "--reward", "x", "--positive", "best", "--negative", "average"],
      "not both"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, args, message):
