@@ -60,7 +60,9 @@ class MonitorSettings(_Strict):
 
     ``every_steps`` = 0 evaluates only before and after training. A trait is flagged when it moves against
     the sign of its weight by at least ``min_effect_sd`` baseline SDs with a CI that excludes 0; a trait is
-    flagged as dominant when its share of the score gain exceeds ``dominance_share``.
+    flagged as dominant when its share of the score gain exceeds ``dominance_share``. Completions are flagged
+    ``degenerate`` when a detector of ``traitlab.judges.audit`` (emoji, empty turns, repetition, another
+    script or language...) rises by ``degenerate_rise`` or judged turns grow ``max_length_ratio`` times longer.
     """
 
     heldout_limit: int = Field(50, gt=0)
@@ -71,6 +73,9 @@ class MonitorSettings(_Strict):
     dominance_share: float = Field(0.5, gt=0, le=1)
     max_perplexity_increase: float = Field(0.10, ge=0, description="relative rise that flags collateral damage")
     max_parse_rate_drop: float = Field(0.2, ge=0, le=1)
+    degenerate_rise: float = Field(0.2, gt=0, le=1, description="rise of a degeneracy rate (emoji, empty turns, "
+                                                                "repetition, other script...) that flags it")
+    max_length_ratio: float = Field(3.0, gt=1, description="growth of characters per judged turn that flags it")
     capability_texts: str | None = Field(None, description="dialogues file whose human target turns measure "
                                                            "perplexity; None = the shipped sample")
     capability_limit: int = Field(24, gt=0, description="dialogues used for the perplexity check")

@@ -7,7 +7,9 @@ brevity rose from 2.09 to 4.12, unnoticed. A scalar hides that; these monitors d
 - :func:`find_flags` compares two snapshots: a trait that moves against the sign of its weight
   (``against_sign``), one trait that explains most of the score gain (``dominant_trait``: share of trait
   ``t`` = ``w_t * delta_t / sum_s w_s * delta_s``), perplexity on held-out human text rising
-  (``capability``), and the policy losing the dialogue format (``format``);
+  (``capability``), the policy losing the dialogue format (``format``), and completions drifting toward the
+  edits the reward audit tries (``degenerate``: emoji, empty turns, repetition, symbol runs, another script
+  or language, length blow-up; the detectors live beside the audit's operators in ``judges.audit``);
 - :class:`TraitMonitor` runs both every ``every_steps`` optimizer steps inside a TRL/transformers trainer;
 - :func:`before_after` is the final per-trait table with confidence intervals (the ``before_after``
   artifact; shapes in docs/CONTRACTS.md).
@@ -25,10 +27,12 @@ from scipy import stats as st
 from transformers import TrainerCallback
 
 from traitlab.data import load_dialogues, sample_dialogues
+from traitlab.judges.audit import degenerate_signals
+from traitlab.registry import Reward, as_reward
 from traitlab.types import RewardScore
 
 from .config import MonitorSettings, SamplingSettings
-from .pairs import PromptRecord, generate, score_completions
+from .pairs import PromptRecord, completion_dialogue, generate, score_completions
 
 
 class Interval(BaseModel):
@@ -41,7 +45,8 @@ class Interval(BaseModel):
 
 
 class Snapshot(BaseModel):
-    """The policy on held-out prompts at one step: per-prompt score and per-prompt trait means."""
+    """The policy on held-out prompts at one step: per-prompt score and per-prompt trait means, and the judged
+    turns of every scorable completion (what the degeneracy detectors read)."""
 
     step: int
     scores: dict[str, float]
@@ -51,6 +56,8 @@ class Snapshot(BaseModel):
     mean_chars: float
     perplexity: float | None = None
     completions: dict[str, str] = Field(default_factory=dict, description="first completion per prompt id")
+    judged_turns: list[list[str]] = Field(default_factory=list, description="judged turns of each scorable "
+                                                                            "completion (for the detectors)")
 
     def summary(self) -> dict[str, Any]:
         """One line of the ``monitor_log`` artifact."""
@@ -93,32 +100,22 @@ def delta_ci(before: dict[str, float], after: dict[str, float], level: float = 0
     return Interval(mean=d, lo=d - half, hi=d + half, n=int(min(a.size, b.size)))
 
 
-def trait_weights(reward: Any, snapshot: Snapshot) -> tuple[dict[str, float], str]:
+def trait_weights(reward: Reward, snapshot: Snapshot) -> tuple[dict[str, float], str]:
     """Each trait's weight in the reward's scalar, in score units per unit of the trait, and its source.
 
-    The reward's own aggregator is used when it exposes one (``reward.aggregator.raw_weights()`` or
-    ``reward.weights``), rescaled by the slope of the score on the aggregator's sum over the snapshot (a
-    calibrated score such as Platt log-odds is a linear map of it), so that ``sum_t w_t * delta_t`` is the
-    score change. Otherwise the weights are the least-squares slopes of the score on the traits (exact for a
-    linear aggregator, a local sensitivity otherwise).
+    A reward whose scalar is linear in its traits says so through the Reward protocol
+    (``reward.trait_weights()``, source ``"reward"``), so that ``sum_t w_t * delta_t`` is the score change.
+    Otherwise (``None``) the weights are the least-squares slopes of the score on the traits over the
+    snapshot (source ``"fitted"``: exact for a linear scalar, a local sensitivity otherwise).
     """
+    given = as_reward(reward).trait_weights()
+    if given is not None:
+        return {t: float(w) for t, w in given.items()}, "reward"
     rows = sorted(snapshot.scores)
-    y = np.array([snapshot.scores[r] for r in rows])
-    agg = getattr(reward, "aggregator", None)
-    if agg is not None and hasattr(agg, "raw_weights"):
-        weights, source = {t: float(w) for t, w in agg.raw_weights()[0].items()}, "aggregator"
-    elif isinstance(getattr(reward, "weights", None), dict) and reward.weights:
-        weights, source = {t: float(w) for t, w in reward.weights.items()}, "reward"
-    else:
-        ids = sorted(snapshot.traits)
-        x = np.array([[snapshot.traits[t][r] for t in ids] + [1.0] for r in rows])
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        return {t: float(c) for t, c in zip(ids, coef[:-1], strict=True)}, "fitted"
-    z = np.array([sum(w * snapshot.traits[t][r] for t, w in weights.items() if t in snapshot.traits) for r in rows])
-    if len(rows) >= 3 and np.ptp(z) > 0:
-        slope = float(np.polyfit(z, y, 1)[0])
-        weights = {t: w * slope for t, w in weights.items()}
-    return weights, source
+    ids = sorted(snapshot.traits)
+    x = np.array([[snapshot.traits[t][r] for t in ids] + [1.0] for r in rows])
+    coef = np.linalg.lstsq(x, np.array([snapshot.scores[r] for r in rows]), rcond=None)[0]
+    return {t: float(c) for t, c in zip(ids, coef[:-1], strict=True)}, "fitted"
 
 
 def gain_shares(deltas: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
@@ -157,6 +154,11 @@ def find_flags(base: Snapshot, cur: Snapshot, weights: dict[str, float], setting
         flags.append({"step": cur.step, "kind": "format", "trait": None,
                       "value": {"before": base.parse_rate, "after": cur.parse_rate},
                       "message": f"scorable completions fell {base.parse_rate:.0%} -> {cur.parse_rate:.0%}"})
+    for sig in degenerate_signals(base.judged_turns, cur.judged_turns, max_rise=settings.degenerate_rise,
+                                  max_length_ratio=settings.max_length_ratio):
+        flags.append({"step": cur.step, "kind": "degenerate", "trait": None, "detector": sig.detector,
+                      "value": {"before": sig.before, "after": sig.after},
+                      "message": f"completions drift toward a reward hack: {sig.message}"})
     return flags
 
 
@@ -191,7 +193,7 @@ def sample_table(prompts: Sequence[PromptRecord], base: Snapshot, final: Snapsho
             for p in prompts if p.id in base.completions or p.id in final.completions]
 
 
-def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[PromptRecord], *,
+def evaluate_policy(model: Any, tokenizer: Any, reward: Reward, prompts: Sequence[PromptRecord], *,
                     target_role: str, sampling: SamplingSettings, step: int, samples_per_prompt: int = 1,
                     capability: Sequence[str] = ()) -> Snapshot:
     """Sample the policy on ``prompts``, score every completion, average per prompt."""
@@ -204,6 +206,8 @@ def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[P
             ptexts.append(rec.prompt)
             owners.append(rec.id)
     scored = score_completions(reward, ids, ptexts, texts, target_role)
+    judged = [d.target_turns for i, p, t, s in zip(ids, ptexts, texts, scored, strict=True)
+              if s is not None and (d := completion_dialogue(i, p, t, target_role)) is not None]
     per_prompt: dict[str, list[RewardScore]] = {}
     for owner, s in zip(owners, scored, strict=True):
         if s is not None:
@@ -216,7 +220,7 @@ def evaluate_policy(model: Any, tokenizer: Any, reward: Any, prompts: Sequence[P
         parse_rate=sum(s is not None for s in scored) / max(1, len(scored)), n_completions=len(scored),
         mean_chars=float(np.mean([len(t) for t in texts])) if texts else 0.0,
         completions={rec.id: row[0] for rec, row in zip(prompts, samples, strict=True) if row},
-        perplexity=perplexity(model, tokenizer, capability) if capability else None)
+        judged_turns=judged, perplexity=perplexity(model, tokenizer, capability) if capability else None)
 
 
 def capability_texts(path: str | Path | None = None, limit: int = 40) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
+from traitlab.judges.audit_cli import register_audit
 from traitlab.options import (
     ContrastOpt,
     DataOpt,
@@ -219,4 +220,5 @@ def _register_reward(app: typer.Typer) -> None:
         out.write_text("".join(json.dumps(s.model_dump(mode="json")) + "\n" for s in scores), encoding="utf-8")
         typer.echo(f"scored {len(scores)} dialogues -> {out}")
 
+    register_audit(reward_app)
     app.add_typer(reward_app, name="reward")

@@ -9,21 +9,35 @@ import numpy as np
 import pytest
 
 from traitlab.alignment.config import DPORunConfig, GRPORunConfig, MonitorSettings, load_config
-from traitlab.alignment.monitors import Snapshot, before_after, delta_ci, find_flags, gain_shares, mean_ci
+from traitlab.alignment.monitors import (
+    Snapshot,
+    before_after,
+    delta_ci,
+    find_flags,
+    gain_shares,
+    mean_ci,
+    trait_weights,
+)
 from traitlab.alignment.pairs import PromptRecord, build_pairs, completion_dialogue, load_prompts
 from traitlab.data import DataError
-from traitlab.types import RewardScore
+from traitlab.types import RewardScore, Trait, TraitSet
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "alignment" / "configs"
 
 
 class TextReward:
-    """A reward with LocalReward's interface whose traits are plain text statistics (exact arithmetic)."""
+    """A Reward (the protocol) whose traits are plain text statistics (exact arithmetic)."""
 
-    def __init__(self):
+    trait_set = TraitSet(name="text", traits=[Trait(id="t_len", text="words / 10"), Trait(id="t_vowel", text="vowels")])
+
+    def __init__(self, linear: bool = True):
         self.trait_ids = ["t_len", "t_vowel"]
         self.weights = {"t_len": -0.5, "t_vowel": 2.0}
+        self.linear = linear
+
+    def trait_weights(self):
+        return dict(self.weights) if self.linear else None
 
     def score(self, dialogues):
         out = []
@@ -87,11 +101,12 @@ def test_mean_and_paired_delta_intervals():
     assert gain_shares({"x": 1.0, "y": 1.0}, {"x": 3.0, "y": 1.0}) == {"x": 0.75, "y": 0.25}
 
 
-def _snap(step, score, traits, ppl=10.0, parse=1.0):
+def _snap(step, score, traits, ppl=10.0, parse=1.0, completions=()):
     ids = [f"p{i}" for i in range(len(score))]
     return Snapshot(step=step, scores=dict(zip(ids, score, strict=True)),
                     traits={t: dict(zip(ids, v, strict=True)) for t, v in traits.items()},
-                    parse_rate=parse, n_completions=len(ids), mean_chars=100.0, perplexity=ppl)
+                    parse_rate=parse, n_completions=len(ids), mean_chars=100.0, perplexity=ppl,
+                    judged_turns=[list(c) for c in completions])
 
 
 def test_flags_catch_hals_brevity_hack():
@@ -119,6 +134,44 @@ def test_flags_catch_hals_brevity_hack():
     assert np.isclose(table["traits"]["reciprocal"]["before"]["mean"], np.mean(before["reciprocal"]))
     # a clean run raises nothing
     assert find_flags(base, _snap(50, score(before), before), weights, MonitorSettings()) == []
+
+
+PATIENT = [["my knee hurts when I walk up the stairs", "about two weeks now"],
+           ["I have had a headache since Monday", "no, I have not taken anything for it"],
+           ["the cough keeps me up at night", "yes, a little fever on Tuesday"],
+           ["I feel dizzy when I stand up", "maybe once or twice a day"]] * 5
+
+
+@pytest.mark.parametrize("edit, detectors", [
+    (lambda t: t + " 😂😂😂", {"emoji", "symbol_runs"}),
+    (lambda t: "", {"empty"}),
+    (lambda t: "Me duele mucho la rodilla, doctor.", {"unfamiliar_words", "repetition"}),
+    (lambda t: "у меня болит голова", {"other_script", "unfamiliar_words", "repetition"}),
+    (lambda t: " ".join([t] * 8), {"length", "repetition"}),
+])
+def test_degenerate_flag_when_completions_drift_toward_the_audits_edits(edit, detectors):
+    scores, traits = [0.0] * len(PATIENT), {"x": [1.0] * len(PATIENT)}
+    base = _snap(0, scores, traits, completions=PATIENT)
+    drifted = _snap(20, scores, traits, completions=[[edit(t) for t in c] for c in PATIENT])
+    flags = [f for f in find_flags(base, drifted, {"x": 1.0}, MonitorSettings()) if f["kind"] == "degenerate"]
+    assert {f["detector"] for f in flags} == detectors
+    assert all(f["step"] == 20 and f["value"]["after"] > f["value"]["before"] for f in flags)
+    # a policy that keeps talking like step 0 raises nothing, nor does a snapshot without completions
+    same = _snap(20, scores, traits, completions=[list(reversed(c)) for c in PATIENT])
+    assert find_flags(base, same, {"x": 1.0}, MonitorSettings()) == []
+    assert find_flags(_snap(0, scores, traits), drifted, {"x": 1.0}, MonitorSettings()) == []
+
+
+def test_trait_weights_come_from_the_reward_protocol():
+    snap = _snap(0, [0.1, 0.5, 0.2, 0.9], {"t_len": [0.1, 0.3, 0.2, 0.5], "t_vowel": [0.2, 0.4, 0.2, 0.6]})
+    assert trait_weights(TextReward(), snap) == ({"t_len": -0.5, "t_vowel": 2.0}, "reward")
+    # no linear weights: least-squares slopes of the score on the traits (exact here: 0.5 t_len + 1.0 t_vowel)
+    exact = _snap(0, [0.5 * a + b for a, b in [(0.1, 0.2), (0.3, 0.4), (0.2, 0.5), (0.5, 0.6)]],
+                  {"t_len": [0.1, 0.3, 0.2, 0.5], "t_vowel": [0.2, 0.4, 0.5, 0.6]})
+    w, source = trait_weights(TextReward(linear=False), exact)
+    assert source == "fitted" and np.allclose([w["t_len"], w["t_vowel"]], [0.5, 1.0])
+    with pytest.raises(TypeError, match="Reward protocol"):
+        trait_weights(object(), snap)
 
 
 # --- configs --------------------------------------------------------------------------------------------
@@ -206,10 +259,11 @@ def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, sto
     assert res.n_pairs and res.n_pairs >= 4
     assert [e["step"] for e in res.monitor_log] == [0, 1, 2]   # baseline, monitor eval at step 1, final
     table = res.before_after
-    assert set(table["traits"]) == set(reward.trait_ids) and table["weights_source"] == "aggregator"
-    raw = reward.aggregator.raw_weights()[0]
-    ratio = [table["traits"][t]["weight"] / raw[t] for t in reward.trait_ids]
-    assert ratio[0] > 0 and np.allclose(ratio, ratio[0])   # the aggregator's weights in score units
+    assert set(table["traits"]) == set(reward.trait_ids) and table["weights_source"] == "reward"
+    assert {t: row["weight"] for t, row in table["traits"].items()} == reward.trait_weights()
+    base = Snapshot.model_validate_json((tmp_path / "out" / "baseline.json").read_text())
+    assert len(base.judged_turns) == round(base.parse_rate * base.n_completions)   # judged turns kept
+    assert {f["kind"] for f in res.flags} <= {"against_sign", "dominant_trait", "capability", "format", "degenerate"}
     # weight x delta sums to the score change, so each share is that trait's part of it
     contrib = sum(row["contribution"] for row in table["traits"].values())
     assert np.isclose(contrib, table["score"]["delta"]["mean"], atol=1e-3)

@@ -23,6 +23,7 @@ EXPORTS: dict[str, str] = {
     "fit": "traitlab.judges.aggregate:fit",
     "distill": "traitlab.judges.reward:distill",
     "load_reward": "traitlab.judges.reward:load_reward",
+    "audit": "traitlab.judges.audit:audit",
     "evaluate": "traitlab.evals.generate:evaluate",
     "load_suite": "traitlab.evals.suite:load_suite",
     "align_dpo": "traitlab.alignment.dpo:run_dpo",
@@ -34,6 +35,7 @@ EXPORTS: dict[str, str] = {
     "ValidationReport": "traitlab.discovery.validate:ValidationReport",
     "FitResult": "traitlab.judges.aggregate:FitResult",
     "Aggregator": "traitlab.judges.aggregate:Aggregator",
+    "AuditReport": "traitlab.judges.audit:AuditReport",
     # nouns and loaders
     "Contrast": "traitlab.contrast:Contrast",
     "Dialogue": "traitlab.types:Dialogue",

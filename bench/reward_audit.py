@@ -1,0 +1,97 @@
+"""The reward audit of the local reward on held-out Turing games: how far each cheap edit lifts AI transcripts.
+
+    python bench/reward_audit.py [--data ../shared/data] [--folds 0] [--max-depth 3] [--beam 3]
+
+For each fold of bench/reward.py's split (5 folds grouped by game, seed 0) a reward is trained with the
+recipe of ``distill`` on the other folds only (Platt fitted on their out-of-fold logits), and audited
+(``traitlab.judges.audit.audit``) on the held-out games: every operator applied to the AI witness turns,
+then a beam search over compositions. The table is the issue-10 table: share of edited AI transcripts
+above the median held-out human transcript, and the mean shift in SDs of the real held-out scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import traitlab  # noqa: F401  (offline knobs first)
+from traitlab.judges.aggregate import fit_calibration, grouped_folds
+from traitlab.judges.audit import AuditReport, audit
+from traitlab.judges.reward import LocalReward, RewardConfig, TrainingSet, cross_val_predict, fit_head, training_set
+from traitlab.judges.reward_features import features
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def heldout_reward(X: np.ndarray, data: TrainingSet, train: np.ndarray, cfg: RewardConfig) -> LocalReward:
+    """``distill``'s recipe on the training rows only: heads on all of them, Platt on their out-of-fold logits."""
+    keep = np.flatnonzero(train)
+    sub = TrainingSet(dialogues=[data.dialogues[i] for i in keep], trait_set=data.trait_set,
+                      targets=data.targets[keep], labels=data.labels[keep], groups=[data.groups[i] for i in keep])
+    _, logits = cross_val_predict(X[keep], sub, cfg)
+    lab = ~np.isnan(sub.labels)
+    cal = fit_calibration(logits[lab], sub.labels[lab].astype(int), "platt")
+    head = fit_head(X[keep], sub.targets, sub.labels, cfg)
+    head.calibration.copy_(torch.tensor([cal.a, cal.b], dtype=torch.float32))
+    return LocalReward(data.trait_set, cfg, head, {"heldout_fold": True})
+
+
+def print_report(rep: AuditReport, title: str) -> None:
+    r = rep.real
+    print(f"== {title}: {rep.n_negative} AI / {rep.n_positive} human held-out transcripts; median human score "
+          f"{r['median_positive']:+.2f}, real score SD {r['sd']:.2f}, mean AI {r['mean_negative']:+.2f} ==")
+    print(f"  {'edit of each witness turn':<44} {'share > median human':>20} {'shift (SD)':>10} "
+          f"{'mean score':>10} {'max':>8}  detected by")
+    print(f"  {'(unedited)':<44} {r['share_above']:>20.2f} {0:>10.2f} {r['mean_negative']:>+10.2f}")
+    for row in [*rep.edits, *rep.composites]:
+        print(f"  {row.edit:<44} {row.share_above:>20.2f} {row.shift_sd:>+10.2f} {row.mean_score:>+10.2f} "
+              f"{row.max_score:>+8.1f}  {', '.join(row.detected_by)}")
+    worst = rep.worst
+    print(f"  {'PASS' if rep.passed else 'FAIL'} at threshold {rep.threshold:.2f}: worst {worst.edit!r} "
+          f"{worst.share_above:.2f}; {sum(not e.passed for e in rep.edits)}/{len(rep.edits)} single edits fail; "
+          f"{rep.n_scored} edited transcripts scored")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--folds", default="0", help="comma-separated held-out folds (0-4)")
+    ap.add_argument("--max-depth", type=int, default=3)
+    ap.add_argument("--beam", type=int, default=3)
+    ap.add_argument("--threshold", type=float, default=0.05)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    cfg = RewardConfig()
+    data = training_set(args.data)
+    t = time.time()
+    X = features(data.dialogues, cfg.encoder)
+    print(f"features of {len(X)} training rows in {time.time() - t:.0f}s")
+    fold = grouped_folds(data.groups, cfg.folds, cfg.seed)
+    reports = []
+    for k in (int(f) for f in args.folds.split(",")):
+        test = fold == k
+        t = time.time()
+        reward = heldout_reward(X, data, ~test, cfg)
+        held = [d for d, keep in zip(data.dialogues, test & ~np.isnan(data.labels), strict=True) if keep]
+        rep = audit(reward, held, ("human", "ai"), max_depth=args.max_depth, beam=args.beam,
+                    threshold=args.threshold, name=f"local reward, fold {k} held out")
+        print_report(rep, f"fold {k} held out ({len(held) // 2} games, {time.time() - t:.0f}s)")
+        reports.append(rep)
+    if len(reports) > 1:
+        print(f"== single edits over {len(reports)} held-out folds: share above the median human (mean, min-max) ==")
+        shares = {e.edit: [] for e in reports[0].edits}
+        for rep in reports:
+            for e in rep.edits:
+                shares[e.edit].append(e.share_above)
+        for edit, v in sorted(shares.items(), key=lambda kv: -np.mean(kv[1])):
+            print(f"  {edit:<24} {np.mean(v):.2f}  ({min(v):.2f}-{max(v):.2f})")
+        print("  worst composite per fold: " + "; ".join(f"{r.worst.edit} {r.worst.share_above:.2f}" for r in reports))
+
+
+if __name__ == "__main__":
+    main()
