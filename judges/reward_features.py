@@ -5,12 +5,20 @@ MiniLM's tokenizer is uncased and drops most typography, so lowercase texting, m
 and terse turns, the strongest human cues in the Turing games, are invisible to it; :func:`style_features`
 measures them from the raw turns. The embedding is :func:`traitlab.embed.encode` with the reward's own speed
 settings (:class:`traitlab.embed.EncoderConfig`, stored with a fitted reward).
+
+Every style feature saturates (shares lie in [0, 1], counts per turn go through ``tanh``, lengths through a
+clipped ``log1p``), so ten emoji per turn or a 2,000-character append cannot push a feature, and through it a
+trait, arbitrarily far from what the training data showed. :func:`validity_measures` gives the numbers the
+reward's validity gate compares with its training data (empty turns, letters, vocabulary, script, repetition).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +35,7 @@ STYLE_FEATURES: tuple[str, ...] = (
     "turns_starting_lowercase", "turns_ending_punct", "turns_ending_question", "questions_per_turn",
     "exclamations_per_turn", "commas_per_turn", "periods_per_turn", "apostrophes_per_turn", "emoji_per_turn",
     "digit_ratio", "turns_up_to_3_words", "allcaps_word_ratio", "ellipses_per_turn", "texting_word_ratio",
-    "turns_starting_uppercase", "mean_word_length",
+    "turns_starting_uppercase", "mean_word_length", "empty_turns", "symbol_ratio",
 )
 """Names of the columns :func:`style_features` returns, in order (stored with a fitted reward)."""
 
@@ -49,18 +57,79 @@ def style_features(turns: Sequence[str]) -> np.ndarray:
     def share(pred: Any) -> float:
         return sum(1 for t in turns if t and pred(t)) / n
 
+    def per_turn(count: int) -> float:  # saturates: 0 -> 0, 1 per turn -> 0.76, 10 per turn -> 1.0
+        return float(np.tanh(count / n))
+
+    def log_len(x: float, cap: float) -> float:  # log1p clipped at a length beyond any real turn
+        return float(np.log1p(min(x, cap)))
+
+    visible = [c for c in text if not c.isspace()]
     values = [
-        np.log1p(len(text) / n), np.log1p(len(words) / n), np.log1p(len(turns)), np.log1p(len(text)),
-        sum(c.islower() for c in letters) / max(len(letters), 1),
+        log_len(len(text) / n, 1000), log_len(len(words) / n, 200), log_len(len(turns), 60),
+        log_len(len(text), 8000), sum(c.islower() for c in letters) / max(len(letters), 1),
         share(lambda t: t[0].islower()), share(lambda t: t[-1] in ".!?"), share(lambda t: t.endswith("?")),
-        text.count("?") / n, text.count("!") / n, text.count(",") / n, text.count(".") / n,
-        (text.count("'") + text.count("’")) / n, len(EMOJI.findall(text)) / n,
+        per_turn(text.count("?")), per_turn(text.count("!")), per_turn(text.count(",")), per_turn(text.count(".")),
+        per_turn(text.count("'") + text.count("’")), per_turn(len(EMOJI.findall(text))),
         sum(c.isdigit() for c in text) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
-        sum(w.isupper() and len(w) > 1 for w in words) / n_words, text.count("...") / n,
+        sum(w.isupper() and len(w) > 1 for w in words) / n_words, per_turn(text.count("...")),
         sum(w.lower().strip(".,!?") in TEXTING for w in words) / n_words, share(lambda t: t[0].isupper()),
-        float(np.mean([len(w) for w in words])) if words else 0.0,
+        float(np.tanh(np.mean([len(w) for w in words]) / 10)) if words else 0.0,
+        sum(1 for t in turns if not any(c.isalnum() for c in t)) / n,
+        sum(1 for c in visible if not (c.isalnum() or c in PUNCT)) / max(len(visible), 1),
     ]
     return np.asarray(values, dtype=np.float32)
+
+
+PUNCT = frozenset(".,!?'’\"“”:;-()&/%$@#*+=")
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+VALIDITY_MEASURES: tuple[str, ...] = ("non_empty_turns", "letter_ratio", "known_word_ratio", "known_script_ratio",
+                                      "distinct_turn_ratio", "compression_ratio")
+"""What the validity gate measures of the judged turns (each higher = more like real language)."""
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, with inner apostrophes)."""
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def script_of(c: str) -> str:
+    """The Unicode script block a letter belongs to, from its name (LATIN, CYRILLIC, CJK, ARABIC...)."""
+    try:
+        return unicodedata.name(c).split()[0]
+    except ValueError:
+        return "UNKNOWN"
+
+
+def vocabulary(texts: Iterable[str], size: int = 6000) -> list[str]:
+    """The ``size`` most frequent words of the training texts (what "known words" means to the gate)."""
+    counts = Counter(w for t in texts for w in words_of(t))
+    return [w for w, _ in counts.most_common(size)]
+
+
+def validity_measures(turns: Sequence[str], vocab: frozenset[str], scripts: frozenset[str]) -> np.ndarray:
+    """The gate's measurements of one speaker's turns, in the order of :data:`VALIDITY_MEASURES`.
+
+    Empty turns, symbols instead of letters, keyboard mash or another language (few known words), another
+    script, and repetition (the same turn again and again, or text that compresses far better than
+    language does) each pull one measure towards 0.
+    """
+    turns = [t.strip() for t in turns]
+    n = max(len(turns), 1)
+    text = "\n".join(turns)
+    visible = [c for c in text if not c.isspace()]
+    letters = [c for c in visible if c.isalpha()]
+    words = words_of(text)
+    raw = text.encode("utf-8")
+    compress = min(1.0, len(zlib.compress(raw, 9)) / max(len(raw), 1) * 2) if len(raw) > 200 else 1.0
+    return np.asarray([
+        sum(1 for t in turns if any(c.isalnum() for c in t)) / n,
+        len(letters) / max(len(visible), 1),
+        sum(w in vocab for w in words) / len(words) if words else 0.0,
+        sum(script_of(c) in scripts for c in letters) / len(letters) if letters else 0.0,
+        len({t.lower() for t in turns if t}) / max(sum(1 for t in turns if t), 1) if len(turns) > 2 else 1.0,
+        compress,
+    ], dtype=np.float32)
 
 
 def features(dialogues: Sequence[Dialogue], cfg: EncoderConfig) -> np.ndarray:

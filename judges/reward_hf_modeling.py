@@ -2,8 +2,9 @@
 
 Self-contained on purpose (torch and transformers only): ``LocalReward.export_hf`` copies this file next to
 the weights so ``AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`` works
-without traitlab installed. ``logits[:, 0]`` is the calibrated log-odds that the judged speaker is human
-(the LocalReward scalar); ``traits`` holds the predicted trait ratings in ``config.trait_ids`` order.
+without traitlab installed. ``logits[:, 0]`` is the bounded calibrated log-odds that the judged speaker is
+on the positive side (the LocalReward scalar before its validity gate); ``traits`` holds the predicted trait
+ratings in ``config.trait_ids`` order.
 
 The trait heads also read texting-style features computed from the raw text (case, punctuation, emoji),
 which token ids of an uncased tokenizer cannot give back: pass them as ``style_features`` (traitlab's
@@ -21,30 +22,42 @@ from transformers.utils import ModelOutput
 
 
 class TraitHead(torch.nn.Module):
-    """Features -> standardised traits (MLP) -> linear scalar over the traits, then Platt calibration.
+    """Features -> standardised traits (MLP) -> linear scalar over the traits, then calibration and a bound.
 
-    The scalar is linear in the predicted traits, so it is explained trait by trait; the standardisation and
-    calibration constants are buffers, saved with the weights.
+    Bounded on purpose, so that no input, however far from the training data, gives an extreme value:
+    standardised features are clipped to ``+-bounds[0]`` SDs, traits to the range the judge used
+    (``trait_lo``..``trait_hi``), and the calibrated log-odds go through ``bounds[1] * tanh(z / bounds[1])``.
+    The scalar is linear in the (clipped) predicted traits, so it is explained trait by trait; the
+    standardisation, range and calibration constants are buffers, saved with the weights. GELU is the tanh
+    form so that traitlab's numpy inference reproduces it exactly.
     """
 
     def __init__(self, n_in: int, hidden: int, n_traits: int, dropout: float = 0.1):
         super().__init__()
-        self.trunk = torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout),
-                                         torch.nn.Linear(hidden, n_traits))
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.GELU(approximate="tanh"),
+                                         torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_traits))
         self.head = torch.nn.Linear(n_traits, 1)
         for name, size in (("x_mean", n_in), ("x_scale", n_in), ("trait_mean", n_traits), ("trait_scale", n_traits)):
             self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
+        self.register_buffer("trait_lo", torch.full((n_traits,), -1e6))
+        self.register_buffer("trait_hi", torch.full((n_traits,), 1e6))
         self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
+        self.register_buffer("bounds", torch.tensor([4.0, 8.0]))
 
-    def standardised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(standardised traits, uncalibrated logit) - what training fits."""
-        z = self.trunk((x - self.x_mean) / self.x_scale)
-        return z, self.head(z).squeeze(-1)
+    def standardised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(standardised traits, standardised clipped traits, uncalibrated logit) - what training fits."""
+        xs = ((x - self.x_mean) / self.x_scale).clamp(-self.bounds[0], self.bounds[0])
+        z = self.trunk(xs)
+        lo = (self.trait_lo - self.trait_mean) / self.trait_scale
+        hi = (self.trait_hi - self.trait_mean) / self.trait_scale
+        zc = torch.maximum(torch.minimum(z, hi), lo)
+        return z, zc, self.head(zc).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(traits on the rating scale, calibrated log-odds of human)."""
-        z, logit = self.standardised(x)
-        return z * self.trait_scale + self.trait_mean, self.calibration[0] * logit + self.calibration[1]
+        """(traits on the rating scale, bounded calibrated log-odds of the positive side)."""
+        _, zc, logit = self.standardised(x)
+        cal = self.calibration[0] * logit + self.calibration[1]
+        return zc * self.trait_scale + self.trait_mean, self.bounds[1] * torch.tanh(cal / self.bounds[1])
 
 
 class TraitlabRewardConfig(PretrainedConfig):

