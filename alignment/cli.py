@@ -50,6 +50,8 @@ def _print(result: Any) -> None:
     from rich.table import Table
 
     table = result.before_after
+    if not table:  # a non-main process of a multi-process run: the main one evaluates and prints
+        return
     t = Table(title=f"run {result.run_id}: held-out means with {table['level']:.0%} CI ({table['n_prompts']} prompts)")
     console = Console()
     texts = result.trait_texts if console.width >= 110 else {}  # a narrow terminal keeps the numbers whole

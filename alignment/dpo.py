@@ -6,7 +6,8 @@ pairs with a LoRA adapter (the adapter-free base is the reference model). The pa
 ``out_dir/pairs.jsonl`` and reused when resuming, so a resumed run trains on the same data.
 
 Several GPUs or nodes: use accelerate's own config, as TRL does; sampling is split across the processes and
-gathered, training is TRL's::
+gathered (every rank trains on all pairs; the main process alone writes them and the store), training is
+TRL's (see alignment/README.md for DeepSpeed ZeRO and FSDP)::
 
     accelerate launch --config_file my_accelerate.yaml -m traitlab.cli align dpo --config dpo.yaml
 """
@@ -19,17 +20,17 @@ from traitlab.store import Store
 
 from .config import DPORunConfig
 from .pairs import PreferencePair, PromptRecord, build_pairs, generate, load_prompts, pairs_dataset, score_completions
-from .session import AlignResult, AlignSession, say
+from .session import AlignResult, AlignSession, process_state, say
 
 
 def sample_pairs(session: AlignSession, prompts: list[PromptRecord]) -> list[PreferencePair]:
     """Sample, score and pair; each process takes its share of the prompts and all get every pair."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
     cfg = session.cfg
-    state = PartialState()
+    state = process_state()
     with state.split_between_processes(prompts) as mine:
+        session.rank_info["sampled_prompts"] = [p.id for p in mine]
         samples = generate(session.model, session.tokenizer, [p.prompt for p in mine], cfg.num_samples,
                            cfg.sampling)
         rows = []
@@ -39,6 +40,7 @@ def sample_pairs(session: AlignSession, prompts: list[PromptRecord]) -> list[Pre
                                                        cfg.target_role)))
     if state.num_processes > 1:
         rows = gather_object(rows)
+    session.rank_info["gathered_prompts"] = len(rows)
     recs, samples, scores = zip(*rows, strict=True) if rows else ((), (), ())
     return build_pairs(recs, samples, scores, min_gap_sd=cfg.min_gap_sd, pair_unparsed=cfg.pair_unparsed)
 
@@ -57,7 +59,8 @@ def run_dpo(cfg: DPORunConfig, *, model: Any = None, tokenizer: Any = None, rewa
             prompts = load_prompts(cfg.prompts, cfg.prompt_limit)
             say(f"sampling {cfg.num_samples} completions for each of {len(prompts)} training prompts")
             pairs = sample_pairs(session, prompts)
-            pairs_path.write_text("".join(p.model_dump_json() + "\n" for p in pairs))
+            if session.is_main:
+                pairs_path.write_text("".join(p.model_dump_json() + "\n" for p in pairs))
         say(f"{len(pairs)} preference pairs -> {pairs_path}")
         if not pairs:
             raise RuntimeError("no preference pair passed the gap rule: sample more (num_samples, prompt_limit) "

@@ -11,6 +11,7 @@ Several GPUs or nodes: ``accelerate launch --config_file my_accelerate.yaml -m t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,18 @@ def make_reward_fn(reward: Any, target_role: str, *, length_penalty: float = 0.0
     return traitlab_reward
 
 
+def _counted(fn: Callable[..., list[float]], info: dict[str, Any]) -> Callable[..., list[float]]:
+    """``fn`` that counts the completions this process scored (TRL splits generation across ranks)."""
+
+    @functools.wraps(fn)
+    def counted(*args: Any, **kwargs: Any) -> list[float]:
+        values = fn(*args, **kwargs)
+        info["scored_completions"] = info.get("scored_completions", 0) + len(values)
+        return values
+
+    return counted
+
+
 def run_grpo(cfg: GRPORunConfig, *, model: Any = None, tokenizer: Any = None, reward: Any = None,
              store: Store | None = None) -> AlignResult:
     """Train GRPO with LoRA against the local reward and monitor every trait; results land in the store."""
@@ -66,8 +79,9 @@ def run_grpo(cfg: GRPORunConfig, *, model: Any = None, tokenizer: Any = None, re
         args = cfg.trl_config()
         prompts = load_prompts(cfg.prompts, cfg.prompt_limit)
         dataset = Dataset.from_list([{"prompt": chat(p.prompt)} for p in prompts])
-        fn = make_reward_fn(session.reward, cfg.target_role, length_penalty=cfg.length_penalty,
-                            max_completion_length=args.max_completion_length, unparsed_margin=cfg.unparsed_margin)
+        fn = _counted(make_reward_fn(session.reward, cfg.target_role, length_penalty=cfg.length_penalty,
+                                     max_completion_length=args.max_completion_length,
+                                     unparsed_margin=cfg.unparsed_margin), session.rank_info)
         trainer = GRPOTrainer(model=session.model, reward_funcs=[fn], args=args, train_dataset=dataset,
                               processing_class=session.tokenizer, peft_config=cfg.lora.peft_config(),
                               callbacks=[session.monitor()])

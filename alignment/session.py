@@ -3,6 +3,11 @@ before, during and after training, and the artifacts it leaves.
 
 On resume (``resume`` set and ``out_dir`` holding an earlier run) the store run id and the baseline
 snapshot are reused, so the before/after table still compares against the untrained policy.
+
+Under ``accelerate launch`` (several processes): only the main process opens the store and writes files in
+``out_dir``; the held-out evaluations are made by the main process and broadcast, so every rank's monitor sees
+the same snapshot (and stops or flags identically); each rank leaves ``out_dir/ranks/rank<N>.json`` saying what
+it sampled and saw, which is how the split and the agreement are checked.
 """
 
 from __future__ import annotations
@@ -81,6 +86,27 @@ def load_policy(name: str, lora: LoraSettings, dtype: str = "auto") -> tuple[Any
     return model, tokenizer
 
 
+def process_state() -> Any:
+    """accelerate's process state. Without CUDA the processes join over gloo on CPU: ``accelerate launch
+    --multi_gpu --num_processes N`` starts them with torchrun (its ``--cpu`` flag alone starts one process)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _connected() -> bool:
+    """Whether the processes can still talk (TRL's trainer destroys the process group when training ends)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _unwrap(model: Any) -> Any:
+    """The bare model under a DDP/accelerate wrapper (evaluation is a local forward, no collective)."""
+    return getattr(model, "module", model)
+
+
 def say(message: str) -> None:
     """Progress on stdout (runs take minutes to hours; the trainer's own log covers the steps)."""
     print(f"[traitlab align {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -97,12 +123,13 @@ class AlignSession:
 
     def __init__(self, cfg: AlignRunConfig, kind: str, *, model: Any = None, tokenizer: Any = None,
                  reward: Any = None, store: Store | None = None):
-        from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
         self.cfg, self.kind = cfg, kind
-        state = PartialState()
+        state = process_state()
         self.is_main = state.is_main_process
+        self.rank, self.world = state.process_index, state.num_processes
+        self.rank_info: dict[str, Any] = {}
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if model is None:
@@ -141,9 +168,20 @@ class AlignSession:
             return []
 
     def snapshot(self, model: Any, step: int, limit: int | None = None) -> Snapshot:
-        return evaluate_policy(model, self.tokenizer, self.reward, self.heldout[:limit], step=step,
-                               target_role=self.cfg.target_role, sampling=self.cfg.sampling,
-                               capability=self.capability)
+        """The held-out evaluation at ``step``: made by the main process, the same object on every rank."""
+        snap = None
+        if self.is_main:
+            snap = evaluate_policy(_unwrap(model), self.tokenizer, self.reward, self.heldout[:limit], step=step,
+                                   target_role=self.cfg.target_role, sampling=self.cfg.sampling,
+                                   capability=self.capability)
+        if self.world > 1 and _connected():
+            # torch's own call: inside TRL's trainer accelerate's state no longer says "multi-CPU" on gloo
+            import torch.distributed as dist
+
+            box = [snap]
+            dist.broadcast_object_list(box, src=0)
+            snap = box[0]
+        return snap
 
     def begin(self) -> None:
         """Evaluate the untrained policy (or reload that evaluation when resuming)."""
@@ -153,7 +191,8 @@ class AlignSession:
         else:
             say(f"sampling the untrained policy on {len(self.heldout)} held-out prompts")
             self.base = self.snapshot(self.model, 0)
-            path.write_text(self.base.model_dump_json())
+            if self.is_main:
+                path.write_text(self.base.model_dump_json())
         if not self.base.scores:
             raise RuntimeError(f"no held-out completion of {self.cfg.model} could be scored as "
                                f"{self.cfg.target_role!r}: check target_role and the prompts")
@@ -191,11 +230,16 @@ class AlignSession:
         """Final evaluation, the before/after table and flags, the saved adapter, the closed store run."""
         say(f"sampling the trained policy on {len(self.heldout)} held-out prompts")
         final = self.snapshot(trainer.model, trainer.state.global_step)
+        log = [{k: v for k, v in h.items() if isinstance(v, int | float)} for h in trainer.state.log_history]
+        if final is None:  # another rank: the trainer closed the process group; the main process evaluates
+            self._rank_report(trainer, n_pairs)
+            return AlignResult(run_id=self.run_id, out_dir=str(self.out), adapter_dir=str(self.out / "adapter"),
+                               before_after={}, flags=self.flags, monitor_log=self.log,
+                               train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs)
         self._report(final, find_flags(self.base, final, self.weights, self.cfg.monitor))
         table = before_after(self.base, final, self.weights, self.weights_source, self.cfg.monitor.level)
         adapter = self.out / "adapter"
         trainer.save_model(str(adapter))
-        log = [{k: v for k, v in h.items() if isinstance(v, int | float)} for h in trainer.state.log_history]
         if self.is_main:
             self.store.put_artifact(self.run_id, "before_after", table)
             self.store.put_artifact(self.run_id, "train_log", log)
@@ -209,5 +253,18 @@ class AlignSession:
                              train_metrics=log[-1] if log else {}, train_log=log, n_pairs=n_pairs,
                              trait_texts={t.id: t.text for t in ts.traits} if (ts := getattr(
                                  self.reward, "trait_set", None)) is not None else {})
-        (self.out / "result.json").write_text(result.model_dump_json(indent=1))
+        if self.is_main:
+            (self.out / "result.json").write_text(result.model_dump_json(indent=1))
+        self._rank_report(trainer, n_pairs)
         return result
+
+    def _rank_report(self, trainer: Any, n_pairs: int | None) -> None:
+        """``out_dir/ranks/rank<N>.json`` in a multi-process run: what this rank sampled, trained on and saw."""
+        if self.world == 1:
+            return
+        ranks = self.out / "ranks"
+        ranks.mkdir(exist_ok=True)
+        (ranks / f"rank{self.rank}.json").write_text(json.dumps({
+            "rank": self.rank, "world": self.world, "wrote_store": self.is_main, "run_id": self.run_id,
+            **self.rank_info, "n_pairs": n_pairs, "steps": trainer.state.global_step,
+            "monitor_log": [{"step": e["step"], "score": e["score"]} for e in self.log]}, indent=1))

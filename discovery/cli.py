@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
+from traitlab.judges.provider import ProviderOptions, provider_options
 from traitlab.options import (
     ContrastOpt,
     DataOpt,
@@ -27,7 +28,7 @@ StoreOpt = Annotated[Path | None, typer.Option(help="run store (default: setting
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``traitlab`` app."""
-    app.command("discover")(discover)
+    app.command("discover")(provider_options(discover))
     app.command("validate")(validate_cmd)
 
 
@@ -55,6 +56,8 @@ def discover(
     target_role: TargetRoleOpt = None, group: GroupOpt = None, preset: PresetOpt = None, data: DataOpt = None,
     store: StoreOpt = None,
     max_failures: MaxFailuresOpt = None,
+    *,
+    provider: ProviderOptions | None = None,
 ) -> None:
     """Discover traits: a judge proposes traits from contrastive pairs, then they are clustered and merged.
     Exits 1 when more proposal calls than ``--max-failures`` failed."""
@@ -81,19 +84,25 @@ def discover(
         dialogues = load_dialogues(pairs, target_role=role) if pairs is not None else None
         spec = resolve(dialogues or [], contrast, preset, positive, negative, role, group)
         records = load_proposals(proposals) if proposals is not None else None
+        provider = provider or ProviderOptions()
+        for model in {judge} | ({merge_judge} if merge_judge and merge_judge.lower() != "none" else set()):
+            if pairs is not None or model == merge_judge:
+                provider.check(model)
     except ValueError as e:  # DataError included: one clear line naming the file
         raise fail(e) from None
     merger = judge if merge_judge is None else None if merge_judge.lower() == "none" else merge_judge
     config = {"pairs": str(pairs), "proposals": str(proposals), "judge": judge, "limit": limit,
               "both_orders": both_orders, "seed": seed, "n_traits": n_traits, "min_games": min_games,
-              "merge_judge": merge_judge, "contrast": spec.model_dump(mode="json")}
+              "merge_judge": merge_judge, "contrast": spec.model_dump(mode="json"),
+              "provider": provider.model_dump(exclude_none=True)}
     with Store(store_path(store)) as st:
         try:
             result = run(dialogues, judge, spec, proposals=records, limit=limit, both_orders=both_orders, seed=seed,
                          n_traits=n_traits, min_games=min_games, merge_client=merger, name=name,
                          source=str(proposals) if proposals and pairs is None else "",
                          proposals_out=None if pairs is None else proposals_out or out.with_suffix(
-                             ".proposals.jsonl"), budget_usd=budget_usd, store=st, config=config)
+                             ".proposals.jsonl"), budget_usd=budget_usd, store=st, config=config,
+                         client_kwargs=provider.client_kwargs())
         except ValueError as e:
             raise fail(e) from None
     ts, how = result.trait_set, result.consolidation

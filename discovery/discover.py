@@ -46,7 +46,8 @@ def discover(dialogues: Sequence[DialoguePair] | Sequence[Dialogue] | None = Non
              both_orders: bool = False, seed: int = 0, n_traits: int | None = None, min_games: int | None = None,
              merge_client: JudgeClient | str | None = "same", name: str = "discovered", source: str = "",
              proposals_out: str | Path | None = None, budget_usd: float | None = None,
-             store: Store | None = None, config: dict[str, Any] | None = None) -> DiscoveryResult:
+             store: Store | None = None, config: dict[str, Any] | None = None,
+             client_kwargs: dict[str, Any] | None = None) -> DiscoveryResult:
     """Discover traits from contrastive ``dialogues`` (pairs, or dialogues paired by the contrast's group)
     with ``client`` (a JudgeClient or a LiteLLM model name), or consolidate given ``proposals``; with both,
     the new proposals are consolidated together with the given ones (e.g. a second judge's).
@@ -67,6 +68,7 @@ def discover(dialogues: Sequence[DialoguePair] | Sequence[Dialogue] | None = Non
         result = _discover(dialogues, client, contrast, proposals, limit=limit, both_orders=both_orders,
                            seed=seed, n_traits=n_traits, min_games=min_games, merge_client=merge_client, name=name,
                            source=source, proposals_out=proposals_out, budget_usd=budget_usd, store=store,
+                           client_kwargs=client_kwargs,
                            run_id=run_id)
     except BaseException as e:
         if store is not None and run_id is not None:
@@ -96,7 +98,8 @@ def _client(client: JudgeClient | str, store: Store | None, run_id: str | None, 
 
 
 def _discover(dialogues, client, contrast: Contrast, proposals, *, limit, both_orders, seed, n_traits, min_games,
-              merge_client, name, source, proposals_out, budget_usd, store, run_id) -> DiscoveryResult:
+              merge_client, name, source, proposals_out, budget_usd, store, run_id,
+              client_kwargs=None) -> DiscoveryResult:
     made: list[ProposalRecord] = []
     path, accuracy = None, None
     records = list(proposals or [])
@@ -108,7 +111,7 @@ def _discover(dialogues, client, contrast: Contrast, proposals, *, limit, both_o
                              f"meta {contrast.group!r} (or 'group'/'game_id'), one dialogue of each label")
         if client is None:
             raise ValueError("proposing needs a judge (client=)")
-        client = _client(client, store, run_id, budget_usd=budget_usd)
+        client = _client(client, store, run_id, budget_usd=budget_usd, **(client_kwargs or {}))
         made = propose(pairs, client, contrast, seed=seed, both_orders=both_orders)
         accuracy = {"judge": client.model, **position_bias(made)}
         if proposals_out is not None:
@@ -117,7 +120,7 @@ def _discover(dialogues, client, contrast: Contrast, proposals, *, limit, both_o
         source = source or (str(path) if path else "proposals")
     if merge_client == "same":
         merge_client = client
-    merger = None if merge_client is None else _client(merge_client, store, run_id)
+    merger = None if merge_client is None else _client(merge_client, store, run_id, **(client_kwargs or {}))
     result = consolidate(records, client=merger, contrast=contrast, n_traits=n_traits, min_games=min_games,
                          name=name, source=source)
     return DiscoveryResult(trait_set=result.trait_set, contrast=contrast, consolidation=result, proposals=made,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
+from traitlab.judges.provider import ProviderOptions, provider_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,9 +24,9 @@ StoreOpt = Annotated[Path | None, typer.Option(
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``traitlab`` app."""
-    app.command("eval")(eval_cmd)
+    app.command("eval")(provider_options(eval_cmd))
     app.command("report")(report_cmd)
-    app.command("judge-bench")(judge_bench_cmd)
+    app.command("judge-bench")(provider_options(judge_bench_cmd))
     app.command("demo")(demo_cmd)
 
 
@@ -44,6 +45,8 @@ def eval_cmd(
     plugin: Annotated[list[str] | None, typer.Option(
         help="module or .py file registering scenarios, scorers or rewards (repeatable)")] = None,
     max_failures: MaxFailuresOpt = None,
+    *,
+    provider: ProviderOptions | None = None,
 ) -> None:
     """Have a suite's conversations with a model, score them, and record an eval run. Exits 1 when more
     conversations than ``--max-failures`` could not be had or judged."""
@@ -61,8 +64,10 @@ def eval_cmd(
     try:
         load_plugins(plugin or [])
         s = load_suite(suite)
+        options = (provider or ProviderOptions()).over(s.provider)
+        options.check(model or s.model, s.params)
         with Store(store_path(store)) as st:
-            r = evaluate(s, model, st, n=n, run_id=run_id, data_dir=data, concurrency=concurrency)
+            r = evaluate(s, model, st, n=n, run_id=run_id, data_dir=data, concurrency=concurrency, provider=options)
     except (DataError, FileNotFoundError, ImportError, TypeError, ValueError) as e:  # TypeError: a plugin's
         raise fail(e) from None  # object that breaks a Protocol
     scored = "; ".join(f"{k}: {v.scored} scored" + ("" if v.mean is None else f", mean {v.mean:.3f}")
@@ -123,6 +128,8 @@ def judge_bench_cmd(
     repeat: Annotated[int, typer.Option(help="with --model and --run: rate the run's dialogues this many times")] = 0,
     temperature: Annotated[float, typer.Option(help="judge temperature for --repeat")] = 0.7,
     max_failures: MaxFailuresOpt = None,
+    *,
+    provider: ProviderOptions | None = None,
 ) -> None:
     """Judge benchmark: inter-judge agreement (--ratings or --run), test-retest (--run [--model --repeat N]),
     Inverse Turing (--model --pairs). Exits 1 when more judge calls than ``--max-failures`` failed."""
@@ -150,12 +157,15 @@ def judge_bench_cmd(
             for who in sorted({str(r.get("proposer", "?")) for r in recs}):
                 mine = [r for r in recs if str(r.get("proposer", "?")) == who]
                 _print_inverse_turing(console, jb.summarise_verdicts(who, jb.verdicts_from_proposals(mine)))
+        kwargs = (provider or ProviderOptions()).client_kwargs()
+        if model:
+            (provider or ProviderOptions()).check(model)
         with Store(store_path(store)) as st:
             if run:
                 failed, total, errors = _bench_runs(console, st, run, model if repeat else None, repeat, temperature,
-                                                    trait_set, texts)
+                                                    trait_set, texts, kwargs)
             if model and pairs:
-                f, t, e = _bench_inverse_turing(console, st, model, pairs, n)
+                f, t, e = _bench_inverse_turing(console, st, model, pairs, n, kwargs)
                 failed, total, errors = failed + f, total + t, errors + e
             elif model and not repeat:
                 raise ValueError("--model needs --pairs FILE (Inverse Turing) or --run RUN --repeat N (retest)")
@@ -165,7 +175,8 @@ def judge_bench_cmd(
 
 
 def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None, repeat: int, temperature: float,
-                trait_set: TraitSet | None, texts: dict[str, str]) -> tuple[int, int, list[str]]:
+                trait_set: TraitSet | None, texts: dict[str, str], provider: dict[str, Any]
+                ) -> tuple[int, int, list[str]]:
     """Inter-judge agreement and test-retest over the ratings of ``runs`` (after new repeats, if asked);
     returns (failed, asked, errors) of the repeat ratings."""
     from rich.table import Table
@@ -179,7 +190,7 @@ def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None,
         dialogues = [d for rid in runs for d in st.dialogues(rid)]
         with st.running("judge-bench", f"retest: {model}", {"model": model, "runs": runs, "repeat": repeat}) as bench:
             rs = jb.repeat_ratings(st, dialogues, trait_set or sample_trait_set(), model, repeats=repeat,
-                                   run_id=bench, temperature=temperature)
+                                   run_id=bench, temperature=temperature, **provider)
             asked = len(dialogues) * repeat
             counts = (asked - len(rs), asked, st.failed_calls(bench))
             st.finish_run(bench, "done" if not counts[0] else "partial" if rs else "failed",
@@ -197,7 +208,8 @@ def _bench_runs(console: Console, st: Store, runs: list[str], model: str | None,
     return counts
 
 
-def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, n: int) -> tuple[int, int, list[str]]:
+def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, n: int,
+                          provider: dict[str, Any]) -> tuple[int, int, list[str]]:
     from traitlab.data import load_dialogues, pair_dialogues
     from traitlab.evals import judge_bench as jb
     from traitlab.judges.client import JudgeClient
@@ -205,7 +217,7 @@ def _bench_inverse_turing(console: Console, st: Store, model: str, pairs: Path, 
     paired = pair_dialogues(load_dialogues(pairs, skipped=[]))[:n]
     config = {"model": model, "pairs": str(pairs), "n": n}
     with st.running("judge-bench", f"inverse Turing: {model}", config) as rid:
-        res = jb.inverse_turing(paired, JudgeClient(model, store=st, run_id=rid))
+        res = jb.inverse_turing(paired, JudgeClient(model, store=st, run_id=rid, **provider))
         st.put_artifact(rid, "inverse_turing", res.model_dump(mode="json"))
         st.finish_run(rid, "failed" if res.verdicts and res.n_failed == len(res.verdicts) else "done",
                       summary=res.model_dump(mode="json", exclude={"verdicts"}))

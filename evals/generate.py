@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from traitlab.evals.scoring import ScorerSummary, score_run
 from traitlab.evals.suite import Suite, load_suite
+from traitlab.judges.provider import ProviderOptions
 from traitlab.registry import (
     ChatModel,
     Conversation,
@@ -161,16 +162,19 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: int | None = None,
              run_id: str | None = None, data_dir: Path | None = None,
-             concurrency: int = DEFAULT_CONCURRENCY) -> EvalResult:
+             concurrency: int = DEFAULT_CONCURRENCY, provider: ProviderOptions | None = None) -> EvalResult:
     """Generate (or resume) a suite's conversations with ``model`` (None: the suite's), score them with the
     suite's scorers, and record the run (kind ``eval``). ``suite`` is a Suite, a file or a shipped name.
 
     The scorers' reward and trait set are loaded before any conversation is generated, so a bad one fails
     at once; an exception marks the run ``failed``; ``status`` is ``failed`` when nothing succeeded.
+    ``provider`` (default: the suite's ``provider:`` block) reaches every model the conversations call.
     """
     from traitlab.store import now
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    reach = (provider or suite.provider).client_kwargs()
+    concurrency = reach.pop("concurrency", concurrency)
     model = model or suite.model
     n = n or suite.conversations
     scenario = suite.build_scenario()
@@ -180,7 +184,7 @@ def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: i
               "data_dir": str(data_dir) if data_dir else None}
     started = now()
     with store.running("eval", suite.name, config, run_id=run_id) as rid:
-        return _evaluate(suite, scenario, scorers, model, store, n, rid, data_dir, concurrency, started)
+        return _evaluate(suite, scenario, scorers, model, store, n, rid, data_dir, concurrency, started, reach)
 
 
 def _load_scorers(scorers: Sequence[Any], ctx: ScoringContext) -> None:
@@ -195,7 +199,7 @@ def _load_scorers(scorers: Sequence[Any], ctx: ScoringContext) -> None:
 
 
 def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, store: Store, n: int, run_id: str,
-              data_dir: Path | None, concurrency: int, started: Any) -> EvalResult:
+              data_dir: Path | None, concurrency: int, started: Any, reach: dict[str, Any]) -> EvalResult:
     from traitlab.progress import track
 
     stored = {d.id for d in store.dialogues(run_id)}
@@ -204,7 +208,7 @@ def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, 
     def chat_model(name: str, **params: Any) -> ChatModel:
         key = f"{name}|{sorted(params.items())}"
         if key not in clients:
-            clients[key] = ClientChat(model_client(name, store, run_id, concurrency, **params))
+            clients[key] = ClientChat(model_client(name, store, run_id, concurrency, **{**reach, **params}))
         return clients[key]
 
     ctx = _context(suite, chat_model(model), data_dir, chat_model)

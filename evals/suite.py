@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from traitlab.data import DataError
+from traitlab.judges.provider import ProviderOptions
 from traitlab.registry import Scenario, Scorer, as_scenario, as_scorer, load_plugins, scenarios, scorers
 
 SUITE_DIRS: list[Path] = []
@@ -84,6 +85,9 @@ class Suite(_Strict):
     scorers: list[Component] = Field(default_factory=lambda: [Component(name="reward")])
     plugins: list[str] = Field(default_factory=list, description="modules or .py files registering components")
     base_dir: Path | None = Field(None, exclude=True, description="the suite file's folder (relative paths)")
+    provider: ProviderOptions = Field(default_factory=ProviderOptions,
+                                      description="api_base, api_key_env, timeout, concurrency, structured_mode for "
+                                                  "every model of the suite (the CLI flags override it)")
 
     def build_scenario(self) -> Scenario:
         """The scenario object (its factory called with the suite's params)."""

@@ -9,6 +9,7 @@ import typer
 
 from traitlab.console import MaxFailuresOpt, check_outputs, fail, finish, policy_or_fail
 from traitlab.judges.audit_cli import register_audit
+from traitlab.judges.provider import ProviderOptions, provider_options
 from traitlab.options import (
     ContrastOpt,
     DataOpt,
@@ -35,6 +36,7 @@ def _register_score(app: typer.Typer) -> None:
     """``traitlab score``: rate dialogues on a trait set with an LLM judge."""
 
     @app.command("score")
+    @provider_options
     def score(
         dialogues: Annotated[Path | None, typer.Option(help="dialogues JSONL/CSV whose judged speaker is rated")
                              ] = None,
@@ -52,6 +54,10 @@ def _register_score(app: typer.Typer) -> None:
         data: DataOpt = None,
         store: Annotated[Path | None, typer.Option(help="run store (default: settings.store_path())")] = None,
         max_failures: MaxFailuresOpt = None,
+        batch: Annotated[bool, typer.Option(
+            help="send through the provider's batch API (half price, results within 24 h; resumable)")] = False,
+        *,
+        provider: ProviderOptions,
     ) -> None:
         """Rate each dialogue's judged speaker on every trait; ratings land in the store; prints the run id."""
         from rich.console import Console
@@ -69,14 +75,16 @@ def _register_score(app: typer.Typer) -> None:
             trait_set = load_trait_set(require(preset_file(preset, data, "traits", traits), "--traits"))
             path = require(preset_file(preset, data, "dialogues", dialogues), "--dialogues")
             rated = load_dialogues(path, target_role=target_role_for(contrast, preset, target_role))[:limit]
+            provider.check(judge)
         except ValueError as e:
             raise fail(e) from None
         config = {"dialogues": str(path), "traits": str(traits), "trait_set_hash": trait_set.hash,
                   "judge": judge, "mode": mode, "expected": expected, "limit": limit,
-                  "target_role": rated[0].target_role}
+                  "target_role": rated[0].target_role, "batch": batch,
+                  "provider": provider.model_dump(exclude_none=True)}
         with Store(store_path(store)) as st:
             result = run(rated, trait_set, judge, mode=mode, expected=expected, budget_usd=budget_usd, store=st,
-                         run_id=run_id, config=config)
+                         run_id=run_id, config=config, client_kwargs={"batch": batch, **provider.client_kwargs()})
         if out:
             write_ratings(result.ratings, out)
         wrote = f"; wrote {out}" if out else ""

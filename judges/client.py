@@ -6,9 +6,14 @@ and re-asks on a schema violation. Around that this module owns the policy LiteL
 
 - bounded concurrency (one semaphore per event loop) and transport retries with exponential backoff that honour
   the provider's ``Retry-After`` (LiteLLM's own retries are switched off so there is one policy, here);
-- a request hash over (model, messages, schema JSON, params without secrets): a call is written to the store the
-  moment it completes, and an identical request is served from the store with no provider call, which is what
-  lets a killed run resume without repeating or losing calls;
+- a request hash over (model, messages, schema JSON, params without secrets): an identical request is served
+  from the store (or from the records not yet written) with no provider call, which is what lets a killed run
+  resume without repeating or losing calls;
+- call records are written in batches (one INSERT per batch, :meth:`traitlab.store.Store.record_calls`): a
+  record reaches the store at most ``flush_s`` (0.25 s) after its call completed while the event loop runs, and
+  always at the end of ``call_many``, on :meth:`JudgeClient.flush` / :meth:`JudgeClient.aflush`, when the event
+  loop shuts down and at interpreter exit. A ``kill -9`` can lose only the records of the last ``flush_s``: those
+  requests are asked again on resume, so nothing is lost and the store never holds a request twice;
 - failures are recorded in the store with their error and attempts, never turned into a default value;
 - tokens, cost (LiteLLM's cost map; 0 for unmapped or local models), latency and attempts per call;
 - a USD budget per run (spend read back from the store when a run resumes): once reached, calls in flight
@@ -17,15 +22,21 @@ and re-asks on a schema violation. Around that this module owns the policy LiteL
   the store or the logs: they are stripped from recorded params and hashes, redacted from error text, and
   scrubbed from the log records of LiteLLM, instructor, openai and httpx.
 
-Batch APIs: a provider batch mode plugs in at :meth:`JudgeClient._provider_call`'s level: the same request hash,
-``CallRecord`` and cache lookup apply; a batch runner would collect the un-cached requests of ``call_many``, submit
-them as one provider batch, and record each result as it is retrieved, so resume and budget keep working.
+Provider settings (``api_base``, ``api_key_env``, ``timeout_s``, ``concurrency``, ``structured_mode``) are the
+constructor's; :mod:`traitlab.judges.provider` turns CLI/YAML options into them and checks credentials up front.
+Provider batch APIs (half price) go through :mod:`traitlab.judges.batch` with the same hashes and records.
+
+Per-call CPU is kept near the SDK's: one instructor client per JudgeClient, cache lookups for a whole
+``call_many`` in one query, batched store writes, and LiteLLM's message redaction off (traitlab registers no
+LiteLLM callbacks, so there is no log to redact; secrets are scrubbed from log records by ``_RedactSecrets``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextvars
 import dataclasses
 import email.utils
 import functools
@@ -34,6 +45,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 import uuid
 import weakref
@@ -57,11 +69,20 @@ _SECRET_WORDS = {"key", "apikey", "token", "secret", "authorization", "password"
 _UNHASHED = {"timeout", "num_retries", "max_retries", "input_cost_per_token", "output_cost_per_token",
              "metadata"}
 
-# Retry policy lives here (LiteLLM's own retries off); no banners on errors; LiteLLM's logging objects keep no
-# copy of the messages.
+# Retry policy lives here (LiteLLM's own retries off); no banners on errors. Message redaction stays off: it
+# deep-copies every request for logging callbacks, and traitlab registers none.
 litellm.suppress_debug_info = True
-litellm.turn_off_message_logging = True
 litellm.num_retries = 0
+STRUCTURED_MODES: dict[str, instructor.Mode] = {
+    "tools": instructor.Mode.TOOLS, "json_schema": instructor.Mode.JSON_SCHEMA,
+    "json": instructor.Mode.JSON, "md_json": instructor.Mode.MD_JSON}
+FLUSH_S = 0.25
+FLUSH_MAX = 256
+# The _Attempts of the call being made: instructor's one client per JudgeClient sends through it.
+_ATTEMPTS: contextvars.ContextVar[_Attempts] = contextvars.ContextVar("traitlab_attempts")
+# An in-process local model generates one request at a time; the client waits for this gate *before* its
+# timeout starts, so time queued behind another local generation never counts against a call.
+_LOCAL_GATE = threading.Lock()
 # instructor logs every failed attempt at ERROR; those failures are recorded in the store, so keep them off the
 # console unless the application configures logging itself.
 logging.getLogger("instructor").addHandler(logging.NullHandler())
@@ -196,16 +217,19 @@ class _Attempts:
 
     async def send(self, **kwargs: Any) -> Any:
         """What instructor calls for every (re-)ask; also the plain-text path."""
-        sent = {**kwargs, "num_retries": 0, "max_retries": 0, "timeout": self.client.timeout_s}
+        client = self.client
+        sent = {**kwargs, "num_retries": 0, "max_retries": 0, "timeout": client.timeout_s}
+        if client.api_key is not None:
+            sent.setdefault("api_key", client.api_key)
         retry = 0
         while True:
             self.attempts += 1
             try:
-                response = await asyncio.wait_for(litellm.acompletion(**sent), self.client.timeout_s + 1)
+                response = await client.timed(litellm.acompletion(**sent))
             except Exception as e:  # every provider error goes through the retry decision
-                if retry == self.client.max_retries or not _retryable(e):
+                if retry == client.max_retries or not _retryable(e):
                     raise
-                await asyncio.sleep(self.client.backoff(retry, e))
+                await asyncio.sleep(client.backoff(retry, e))
                 retry += 1
                 continue
             self._count(response)
@@ -254,6 +278,19 @@ def _response_cost(response: Any) -> float:
     return float(hidden.get("response_cost") or 0.0)
 
 
+@functools.cache
+def _price_unmapped(model: str) -> None:
+    """Register a model missing from LiteLLM's cost map at zero cost (what it records anyway): LiteLLM prices
+    every response, and for an unmapped model it searches a dozen fallback names each time first."""
+    try:
+        litellm.get_model_info(model)
+    except Exception:
+        provider = model.split("/", 1)[0] if "/" in model else "openai"
+        free = dict.fromkeys(("input_cost_per_token", "output_cost_per_token", "cache_creation_input_token_cost",
+                              "cache_read_input_token_cost"), 0.0)
+        litellm.register_model({model: {"litellm_provider": provider, "mode": "chat", **free}})
+
+
 def _logprobs(response: Any) -> list[dict[str, Any]] | None:
     """OpenAI-style ``choices[0].logprobs.content`` as plain dicts, or None when the provider gave none."""
     choices = getattr(response, "choices", None) or []
@@ -295,18 +332,63 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 @dataclass
 class _LoopState:
-    """What must belong to one event loop: the concurrency bound and the requests in flight."""
+    """What must belong to one event loop: the concurrency bound, the requests in flight, the flush timer."""
 
     semaphore: asyncio.Semaphore
     inflight: dict[str, asyncio.Future[CallOutcome]] = field(default_factory=dict)
+    flusher: asyncio.Task[None] | None = None
+
+
+class _CallLog:
+    """Finished call records not yet in the store, written as one batch; successful ones serve as cache hits."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.pending: list[CallRecord] = []
+        self.ok: dict[str, CallRecord] = {}
+        self._lock = threading.Lock()  # order of batches
+        self._write = threading.Lock()  # one writer at a time; records leave ``ok`` only once written
+
+    def add(self, record: CallRecord) -> int:
+        with self._lock:
+            self.pending.append(record)
+            if record.error is None:
+                self.ok[record.request_hash] = record
+            return len(self.pending)
+
+    def flush(self) -> None:
+        with self._write:
+            with self._lock:
+                batch, self.pending = self.pending, []
+            if not batch:
+                return
+            self.store.record_calls(batch)
+            with self._lock:
+                for r in batch:
+                    if self.ok.get(r.request_hash) is r:
+                        del self.ok[r.request_hash]
+
+
+_LOGS: weakref.WeakSet[_CallLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for log in list(_LOGS):
+        log.flush()
 
 
 class JudgeClient:
     """Structured (schema) or plain-text LLM calls with concurrency, retries, cache, budget and a call log.
 
-    ``params`` (``api_base``, ``api_key``, ``temperature``, ``logprobs``...) go to ``litellm.acompletion`` on
-    every call; per-call ``params`` override them. ``instructor_mode`` (an ``instructor.Mode``) picks how the
-    schema is asked for (default tools; the local provider brings its own).
+    ``params`` (``temperature``, ``logprobs``...) go to ``litellm.acompletion`` on every call; per-call
+    ``params`` override them. Provider settings: ``api_base`` (an OpenAI-compatible server), ``api_key_env``
+    (the name of the environment variable holding the key: the key is read once and never recorded),
+    ``timeout_s`` (per request; for ``local/`` models counted from when the model is free), ``structured_mode``
+    (``tools|json_schema|json|md_json``: how the schema is asked for; default tools, the local provider brings
+    its own; ``instructor_mode`` takes an ``instructor.Mode`` directly), ``batch`` (``call_many`` through the
+    provider's batch API). An unset ``api_key_env`` variable raises
+    :class:`~traitlab.judges.provider.ProviderError` here, before any call.
     """
 
     backoff_base_s = 0.5
@@ -314,7 +396,18 @@ class JudgeClient:
 
     def __init__(self, model: str, *, store: Store | None = None, run_id: str | None = None, concurrency: int = 8,
                  max_retries: int = 4, validation_retries: int = 2, timeout_s: float = 60,
-                 budget_usd: float | None = None, **params: Any):
+                 budget_usd: float | None = None, api_base: str | None = None, api_key_env: str | None = None,
+                 structured_mode: str | None = None, batch: bool = False, batch_poll_s: float = 30.0,
+                 flush_s: float = FLUSH_S, **params: Any):
+        from traitlab.judges.provider import ProviderError, check_credentials
+
+        if structured_mode is not None and structured_mode not in STRUCTURED_MODES:
+            raise ProviderError(f"structured mode {structured_mode!r} is not one of {', '.join(STRUCTURED_MODES)}")
+        if api_base is not None:
+            params["api_base"] = api_base
+        # the provider's own env var is checked by the commands (ProviderOptions.check) before a run starts: a
+        # library caller may pass mock_response or api_key per call
+        self.api_key = check_credentials(model, params, api_key_env, environment=False)
         self.model = model
         self.store = store
         self.run_id = run_id
@@ -323,16 +416,47 @@ class JudgeClient:
         self.validation_retries = validation_retries
         self.timeout_s = timeout_s
         self.budget_usd = budget_usd
+        self.flush_s = flush_s
+        self.batch = batch
+        self.batch_poll_s = batch_poll_s
         self.params = params
-        mode = params.pop("instructor_mode", None)
-        if model.startswith("local/"):  # imported lazily: the local provider brings torch
+        mode = params.pop("instructor_mode", None) or (STRUCTURED_MODES[structured_mode] if structured_mode else None)
+        self.local = model.startswith("local/")
+        if self.local:  # imported lazily: the local provider brings torch
             from traitlab.judges.local import INSTRUCTOR_MODE, register_local_provider
 
             register_local_provider()
             mode = mode or INSTRUCTOR_MODE
         self.mode: instructor.Mode = mode or instructor.Mode.TOOLS
+        _price_unmapped(model)
+        self._instructor = instructor.from_litellm(_send_current, mode=self.mode)
+        self._secrets = secret_values(params) | ({self.api_key} if self.api_key else set())
         self.spent_usd = store.run_cost(run_id) if store is not None and run_id is not None else 0.0
+        self._log = _CallLog(store) if store is not None else None
+        if self._log is not None:
+            _LOGS.add(self._log)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+
+    async def timed(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` under the per-request timeout; a local model's timeout starts once no other local call runs."""
+        if not self.local:
+            return await asyncio.wait_for(coro, self.timeout_s + 1)
+        while not _LOCAL_GATE.acquire(blocking=False):
+            await asyncio.sleep(0.01)
+        try:
+            return await asyncio.wait_for(coro, self.timeout_s + 1)
+        finally:
+            _LOCAL_GATE.release()
+
+    def flush(self) -> None:
+        """Write every finished call record to the store now (``call_many`` does this before it returns)."""
+        if self._log is not None:
+            self._log.flush()
+
+    async def aflush(self) -> None:
+        """:meth:`flush` from async code, off the event loop."""
+        if self._log is not None and self._log.pending:
+            await asyncio.to_thread(self._log.flush)
 
     @property
     def budget_exhausted(self) -> bool:
@@ -357,18 +481,27 @@ class JudgeClient:
         """One call: from the store if an identical request completed before, else from the provider."""
         msgs = _as_dicts(messages)
         merged = {**self.params, **(params or {})}
-        key = request_hash(self.model, msgs, schema, merged)
+        return await self._call(msgs, schema, prompt_id, merged, request_hash(self.model, msgs, schema, merged))
+
+    async def _call(self, msgs: list[dict[str, Any]], schema: type[BaseModel] | None, prompt_id: str,
+                    merged: dict[str, Any], key: str, stored: dict[str, CallRecord] | None = None) -> CallOutcome:
+        """``stored``: the store's answers looked up beforehand for a whole batch (None: look this one up)."""
         state = self._loop_state()
         if key in state.inflight:  # an identical request is being made right now: share its answer
             shared = await asyncio.shield(state.inflight[key])
             return dataclasses.replace(shared, cached=shared.ok)
+        if (hit := self._cached(key, schema, stored)) is not None:
+            return hit
         future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         state.inflight[key] = future
         try:
             # the semaphore is taken first so that calls start in request order (the budget stops the tail);
             # store I/O runs in a thread so the event loop keeps other requests moving
             async with state.semaphore:
-                hit = await asyncio.to_thread(self._cached, key, schema) if self.store is not None else None
+                hit = None
+                if stored is None and self.store is not None:
+                    record = await asyncio.to_thread(self.store.cached_call, key)
+                    hit = self._outcome(record, schema)
                 outcome = hit or await self._provider_call(key, msgs, schema, prompt_id, merged)
             future.set_result(outcome)
             return outcome
@@ -379,23 +512,48 @@ class JudgeClient:
             del state.inflight[key]
 
     def call_many(self, requests: Sequence[Request], progress: str | None = "calls") -> list[CallOutcome]:
-        """All ``requests`` with bounded concurrency, in order; progress (:mod:`traitlab.progress`) unless None."""
+        """All ``requests`` with bounded concurrency, in order; progress (:mod:`traitlab.progress`) unless None.
+
+        A client made with ``batch=True`` sends the requests not already answered through the provider's batch
+        API instead (half price; polled every ``batch_poll_s``; see :mod:`traitlab.judges.batch`)."""
+        if self.batch:
+            from traitlab.judges.batch import call_batch
+
+            return call_batch(self, list(requests), progress=progress)
         return _run_sync(self._call_many(list(requests), progress))
 
     async def _call_many(self, requests: list[Request], progress: str | None) -> list[CallOutcome]:
         from traitlab.progress import track
 
+        prepared = []
+        for r in requests:
+            msgs = _as_dicts(r.messages)
+            merged = {**self.params, **r.params}
+            prepared.append((r, msgs, merged, request_hash(self.model, msgs, r.schema, merged)))
+        stored = (await asyncio.to_thread(self.store.cached_calls, [p[3] for p in prepared])
+                  if self.store is not None else {})
         with track(progress, len(requests)) as bar:
 
-            async def one(r: Request) -> CallOutcome:
-                out = await self.acall(r.messages, r.schema, prompt_id=r.prompt_id, params=r.params)
+            async def one(r: Request, msgs: list[dict[str, Any]], merged: dict[str, Any], key: str) -> CallOutcome:
+                out = await self._call(msgs, r.schema, r.prompt_id, merged, key, stored)
                 bar.advance()
                 return out
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            try:
+                return list(await asyncio.gather(*(one(*p) for p in prepared)))
+            finally:
+                await self.aflush()
 
-    def _cached(self, key: str, schema: type[BaseModel] | None) -> CallOutcome | None:
-        record = self.store.cached_call(key) if self.store is not None else None
+    def _cached(self, key: str, schema: type[BaseModel] | None,
+                stored: dict[str, CallRecord] | None) -> CallOutcome | None:
+        """An earlier answer to this request: written but not yet flushed, or looked up from the store."""
+        record = self._log.ok.get(key) if self._log is not None else None
+        if record is None and stored is not None:
+            record = stored.get(key)
+        return self._outcome(record, schema)
+
+    @staticmethod
+    def _outcome(record: CallRecord | None, schema: type[BaseModel] | None) -> CallOutcome | None:
         if record is None:
             return None
         body = record.response or {}
@@ -407,11 +565,16 @@ class JudgeClient:
                            prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
                            cost=record.cost)
 
+    def record(self, record: CallRecord) -> None:
+        """Queue a finished call for the store (written in the next batch; a cache hit at once)."""
+        if self._log is not None and self._log.add(record) >= FLUSH_MAX:
+            self._log.flush()
+
     async def _provider_call(self, key: str, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
                              prompt_id: str, params: dict[str, Any]) -> CallOutcome:
         """Send one request (with retries and re-asks), record it, and return its outcome."""
         call_id = uuid.uuid4().hex
-        secrets = secret_values(params)
+        secrets = self._secrets | secret_values(params)
         _LOG_REDACTOR.guard(secrets)
         tries = _Attempts(self)
         value: Any = None
@@ -435,11 +598,28 @@ class JudgeClient:
                      "schema": schema_json(schema)},
             response=response, prompt_tokens=tries.prompt_tokens, completion_tokens=tries.completion_tokens,
             cost=tries.cost, latency_s=time.monotonic() - started, attempts=tries.attempts, error=error)
-        if self.store is not None:
-            await asyncio.to_thread(self.store.record_call, record)
+        if self._log is not None:
+            if self._log.add(record) >= FLUSH_MAX:
+                await self.aflush()
+            else:
+                self._flush_soon()
         return CallOutcome(call_id=call_id, value=value if error is None else None, error=error,
                            logprobs=logprobs, prompt_tokens=tries.prompt_tokens,
                            completion_tokens=tries.completion_tokens, cost=tries.cost)
+
+    def _flush_soon(self) -> None:
+        """Write the pending records ``flush_s`` from now (one timer per loop; at loop shutdown, at once)."""
+        state = self._loop_state()
+        if state.flusher is None or state.flusher.done():
+            state.flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(self.flush_s)
+        except asyncio.CancelledError:  # the loop is shutting down: write now, synchronously
+            self.flush()
+            raise
+        await self.aflush()
 
     async def _ask(self, tries: _Attempts, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
                    params: dict[str, Any]) -> tuple[Any, Any]:
@@ -448,12 +628,20 @@ class JudgeClient:
         if schema is None:
             response = await tries.send(**kwargs)
             return response.choices[0].message.content, response
-        patched = instructor.from_litellm(tries.send, mode=self.mode)
-        value, raw = await patched.create_with_completion(response_model=schema,
-                                                          max_retries=self.validation_retries, **kwargs)
+        token = _ATTEMPTS.set(tries)
+        try:
+            value, raw = await self._instructor.create_with_completion(
+                response_model=schema, max_retries=self.validation_retries, **kwargs)
+        finally:
+            _ATTEMPTS.reset(token)
         # instructor answers with an instance of its own subclass of ``schema``; callers compare and pickle the
         # schema they asked for, so hand back exactly that class
         return schema.model_validate(value.model_dump()), raw
+
+
+async def _send_current(**kwargs: Any) -> Any:
+    """What the JudgeClient's instructor client sends through: the current call's :class:`_Attempts`."""
+    return await _ATTEMPTS.get().send(**kwargs)
 
 
 def _describe(e: BaseException, attempts: int) -> str:

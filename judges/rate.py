@@ -212,15 +212,17 @@ class ScoreResult(BaseModel):
 
 def score(dialogues: Sequence[Dialogue], trait_set: TraitSet, client: JudgeClient | str = "local/smollm2-135m",
           *, mode: Mode = "all", expected: bool = False, budget_usd: float | None = None,
-          store: Store | None = None, run_id: str | None = None, config: dict[str, Any] | None = None
-          ) -> ScoreResult:
+          store: Store | None = None, run_id: str | None = None, config: dict[str, Any] | None = None,
+          client_kwargs: dict[str, Any] | None = None) -> ScoreResult:
     """Rate each dialogue's judged speaker on every trait with a judge (a JudgeClient or a LiteLLM name).
 
     With ``store`` it is one ``score`` run (``run_id`` resumes one: finished calls are cache hits) holding
-    the ratings and every call; the run is marked failed when no dialogue was rated.
+    the ratings and every call; the run is marked failed when no dialogue was rated. ``client_kwargs``
+    (provider settings, ``batch``...) go to the JudgeClient made for a model name.
     """
     if store is None:
-        judge = client if not isinstance(client, str) else judge_client(client, budget_usd=budget_usd)
+        judge = client if not isinstance(client, str) else judge_client(client, budget_usd=budget_usd,
+                                                                        **(client_kwargs or {}))
         ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
         unrated = len({d.id for d in dialogues} - {r.dialogue_id for r in ratings})
         return ScoreResult(ratings=ratings, n_dialogues=len(dialogues), unrated=unrated,
@@ -233,8 +235,8 @@ def score(dialogues: Sequence[Dialogue], trait_set: TraitSet, client: JudgeClien
     with store.running("score", trait_set.name, config, run_id=run_id) as run:
         started = now()
         store.add_dialogues(run, dialogues)
-        judge = judge_client(client, store=store, run_id=run, budget_usd=budget_usd) if isinstance(client, str) \
-            else client
+        judge = judge_client(client, store=store, run_id=run, budget_usd=budget_usd, **(client_kwargs or {})) \
+            if isinstance(client, str) else client
         ratings = rate_dialogues(dialogues, trait_set, judge, mode=mode, expected=expected)
         errors = store.failed_calls(run, since=started)
         unrated = len({d.id for d in dialogues} - {r.dialogue_id for r in ratings})

@@ -14,6 +14,12 @@ request it receives for that request (the last step repeats). Steps:
 
 The server counts, on its own side, every request per key (sha256 of the first user message), with the time
 each arrived, so tests measure provider calls without trusting the client.
+
+Options: ``tools=False`` answers any request that asks for a tool call with a 400, as JSON-schema-only servers
+(many vLLM, llama.cpp and Ollama setups) do. The OpenAI batch API is implemented too: ``POST /v1/files``
+(multipart upload), ``GET /v1/files/{id}/content``, ``POST /v1/batches`` and ``GET /v1/batches/{id}``; a batch
+completes on its ``batch_polls``-th retrieval, when each line is answered like a chat request (the step script
+applies) and counted per ``custom_id`` in ``batch_answered``; ``batches_created`` counts submissions.
 """
 
 from __future__ import annotations
@@ -68,19 +74,29 @@ def value_for(schema: dict[str, Any], defs: dict[str, Any], seed: int) -> Any:
     return {name: value_for(sub, defs, seed + i) for i, (name, sub) in enumerate(schema.get("properties", {}).items())}
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 resets connections when 64 clients connect at once
+    daemon_threads = True
+
+
 class LoopbackServer:
     """Threaded HTTP server; ``start()`` binds a random port, ``base_url`` is what ``api_base`` should be."""
 
-    def __init__(self, latency_s: float = 0.0):
+    def __init__(self, latency_s: float = 0.0, *, tools: bool = True, batch_polls: int = 3):
         self.latency_s = latency_s
+        self.tools = tools
+        self.batch_polls = batch_polls
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_answered: dict[str, int] = defaultdict(int)
+        self.batches_created = 0
         self.counts: dict[str, int] = defaultdict(int)
         self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
 
@@ -108,6 +124,8 @@ class LoopbackServer:
             self.arrivals.clear()
             self.bodies.clear()
             self.headers.clear()
+            self.batch_answered.clear()
+            self.batches_created = 0
 
     def _note(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[str, int]:
         key = request_key(body)
@@ -130,11 +148,38 @@ class LoopbackServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0].rstrip("/")
+                if (m := re.search(r"/files/([^/]+)/content$", path)) and m.group(1) in server.files:
+                    data = server.files[m.group(1)]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/jsonl")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
+                if (m := re.search(r"/files/([^/]+)$", path)) and m.group(1) in server.files:
+                    return self._send(200, server.file_object(m.group(1)))
+                if (m := re.search(r"/batches/([^/]+)$", path)) and m.group(1) in server.batches:
+                    return self._send(200, server.poll_batch(m.group(1)))
+                return self._send(404, {"error": {"message": f"no route {self.path}"}})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                raw = self.rfile.read(length)
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/files"):
+                    return self._send(200, server.upload(raw, self.headers.get("Content-Type", "")))
+                body = json.loads(raw or b"{}")
+                if path.endswith("/batches"):
+                    if body.get("input_file_id") not in server.files:
+                        return self._send(400, {"error": {"message": "no such input file"}})
+                    return self._send(200, server.create_batch(body))
+                if not path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if body.get("tools") and not server.tools:
+                    return self._send(400, {"error": {"message": "tools are not supported; use response_format",
+                                                      "type": "invalid_request_error"}})
                 key, nth = server._note(body, dict(self.headers.items()))
                 if server.latency_s:
                     time.sleep(server.latency_s)
@@ -159,6 +204,73 @@ class LoopbackServer:
                 self.wfile.write(data)
 
         return Handler
+
+    # batch API -------------------------------------------------------------------------------------------
+    def upload(self, raw: bytes, content_type: str) -> dict[str, Any]:
+        """Store the ``file`` part of a multipart upload."""
+        boundary = content_type.split("boundary=")[-1].strip('"').encode()
+        content = b""
+        for part in raw.split(b"--" + boundary):
+            head, _, data = part.partition(b"\r\n\r\n")
+            if b'name="file"' in head:
+                content = data.removesuffix(b"\r\n")
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = content
+        return self.file_object(file_id)
+
+    def file_object(self, file_id: str) -> dict[str, Any]:
+        return {"id": file_id, "object": "file", "bytes": len(self.files[file_id]), "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl", "purpose": "batch", "status": "processed"}
+
+    def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.batches_created += 1
+            batch_id = f"batch_{self.batches_created}"
+            lines = len(self.files[body["input_file_id"]].splitlines())
+            self.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": body.get("endpoint", "/v1/chat/completions"),
+                "errors": None, "input_file_id": body["input_file_id"], "completion_window": "24h",
+                "status": "in_progress", "output_file_id": None, "error_file_id": None,
+                "created_at": int(time.time()), "metadata": body.get("metadata"), "polls": 0,
+                "request_counts": {"total": lines, "completed": 0, "failed": 0}}
+            return self._public(batch_id)
+
+    def _public(self, batch_id: str) -> dict[str, Any]:
+        return {k: v for k, v in self.batches[batch_id].items() if k != "polls"}
+
+    def poll_batch(self, batch_id: str) -> dict[str, Any]:
+        """Each retrieval moves a batch on; the ``batch_polls``-th answers every line and completes it."""
+        with self._lock:
+            batch = self.batches[batch_id]
+            batch["polls"] += 1
+            if batch["status"] != "in_progress" or batch["polls"] < self.batch_polls:
+                return self._public(batch_id)
+            out, errors = [], []
+            for line in self.files[batch["input_file_id"]].splitlines():
+                item = json.loads(line)
+                body = item["body"]
+                self.batch_answered[item["custom_id"]] += 1
+                key = request_key(body)
+                self.counts[key] += 1
+                step = self.step(body, self.counts[key])
+                name = step.partition(":")[0]
+                if name.isdigit():
+                    errors.append({"id": f"batch_req_{len(errors)}", "custom_id": item["custom_id"],
+                                   "response": {"status_code": int(name), "body": {"error": {"message": "scripted"}}},
+                                   "error": {"code": name, "message": f"scripted {name}"}})
+                    continue
+                out.append({"id": f"batch_req_{len(out)}", "custom_id": item["custom_id"], "error": None,
+                            "response": {"status_code": 200, "request_id": key,
+                                         "body": self.answer(body, key, name if name in ("bad", "trunc") else "ok")}})
+            for name, rows in (("output_file_id", out), ("error_file_id", errors)):
+                if rows:
+                    file_id = f"file-{len(self.files) + 1}"
+                    self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                    batch[name] = file_id
+            batch["status"] = "completed"
+            batch["request_counts"] = {"total": len(out) + len(errors), "completed": len(out), "failed": len(errors)}
+            return self._public(batch_id)
 
     @staticmethod
     def step(body: dict[str, Any], nth: int) -> str:

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +147,16 @@ class CallRecord(BaseModel):
     latency_s: float = 0.0
     attempts: int = 1
     error: str | None = None
+
+
+_CALL_COLUMNS = ("call_id, request_hash, run_id, model, params, request, response, prompt_tokens, "
+                 "completion_tokens, cost, latency_s, attempts, error")
+
+
+def _call_record(r: tuple[Any, ...]) -> CallRecord:
+    return CallRecord(call_id=r[0], request_hash=r[1], run_id=r[2], model=r[3], params=json.loads(r[4]),
+                      request=json.loads(r[5]), response=json.loads(r[6]), prompt_tokens=r[7],
+                      completion_tokens=r[8], cost=r[9], latency_s=r[10], attempts=r[11], error=r[12])
 
 
 class Store:
@@ -299,21 +309,35 @@ class Store:
     # calls -------------------------------------------------------------------------------------------
     def cached_call(self, request_hash: str) -> CallRecord | None:
         """The latest successful call with this request hash, if any."""
-        rows = self.sql("SELECT call_id, request_hash, run_id, model, params, request, response, prompt_tokens, "
-                        "completion_tokens, cost, latency_s, attempts, error FROM calls "
+        rows = self.sql(f"SELECT {_CALL_COLUMNS} FROM calls "
                         "WHERE request_hash = ? AND error IS NULL ORDER BY created DESC LIMIT 1", [request_hash])
-        if not rows:
-            return None
-        r = rows[0]
-        return CallRecord(call_id=r[0], request_hash=r[1], run_id=r[2], model=r[3], params=json.loads(r[4]),
-                          request=json.loads(r[5]), response=json.loads(r[6]), prompt_tokens=r[7],
-                          completion_tokens=r[8], cost=r[9], latency_s=r[10], attempts=r[11], error=r[12])
+        return _call_record(rows[0]) if rows else None
+
+    def cached_calls(self, request_hashes: Sequence[str]) -> dict[str, CallRecord]:
+        """:meth:`cached_call` for many hashes in one query per 500 (a judge run looks its batch up at once)."""
+        found: dict[str, CallRecord] = {}
+        unique = list(dict.fromkeys(request_hashes))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            rows = self.sql(f"SELECT {_CALL_COLUMNS} FROM calls WHERE error IS NULL AND request_hash IN "
+                            f"({', '.join('?' * len(chunk))}) ORDER BY created", chunk)
+            found.update((r[1], _call_record(r)) for r in rows)  # the latest one wins
+        return found
 
     def record_call(self, call: CallRecord) -> None:
-        self._exec("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [call.call_id, call.request_hash, call.run_id, call.model, _json(call.params),
-                    json.dumps(call.request), json.dumps(call.response), call.prompt_tokens,
-                    call.completion_tokens, call.cost, call.latency_s, call.attempts, call.error, _now()])
+        self.record_calls([call])
+
+    def record_calls(self, calls: Sequence[CallRecord]) -> None:
+        """Insert call records in one statement (one transaction): the judge client's batched write."""
+        if not calls:
+            return
+        now = _now()
+        values = [v for c in calls for v in (
+            c.call_id, c.request_hash, c.run_id, c.model, _json(c.params), json.dumps(c.request),
+            json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.cost, c.latency_s, c.attempts, c.error,
+            now)]
+        row = "(" + ", ".join("?" * 14) + ")"
+        self._exec(f"INSERT OR REPLACE INTO calls VALUES {', '.join([row] * len(calls))}", values)
 
     def failed_calls(self, run_id: str, since: datetime | None = None) -> list[str]:
         """The errors of the run's failed calls (those recorded at or after ``since``), oldest first."""
