@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from traitlab.console import fail
+from traitlab.options import DataOpt, PresetOpt
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="run config YAML (see alignment/configs/)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="run config YAML (default with --preset: the "
+                                                                 "preset's recipe)")]
 ModelOpt = Annotated[str | None, typer.Option(help="policy: a transformers path/id or local:smollm2-135m")]
 PromptsOpt = Annotated[Path | None, typer.Option(help="training prompts JSONL ({id, prompt} per line)")]
 HeldoutOpt = Annotated[Path | None, typer.Option(help="held-out prompts JSONL for the monitors")]
@@ -32,17 +34,35 @@ def _overrides(model: str | None, prompts: Path | None, heldout: Path | None, ou
     return data
 
 
-def _config(kind: str, config: Path | None, overrides: dict[str, Any]) -> Any:
-    """The run config from YAML + options, its inputs read and outputs checked; a bad file or value ends the
-    command with one clear line."""
+def _preset_defaults(kind: str, preset: str, data: Path | None, config: Path | None,
+                     overrides: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """A preset's align recipe (``Preset.extra["align"]``: its config per kind and which of its files are the
+    training and held-out prompts) under what the command line gives."""
+    from traitlab.presets import get_preset
+    from traitlab.settings import data_dir
+
+    p = get_preset(preset)
+    recipe = p.extra.get("align")
+    if recipe is None:
+        raise ValueError(f"preset {preset!r} has no align recipe; give --config and --prompts/--heldout")
+    prompts = {k: str(p.path(recipe[k], data_dir(data))) for k in ("prompts", "heldout") if k not in overrides}
+    return config or Path(recipe["configs"][kind]), {**prompts, **overrides}
+
+
+def _config(kind: str, config: Path | None, overrides: dict[str, Any], preset: str | None = None,
+            data: Path | None = None) -> Any:
+    """The run config from YAML + options (+ a preset's recipe), its inputs read and outputs checked; a bad
+    file or value ends the command with one clear line."""
     from .config import DPORunConfig, GRPORunConfig, load_config, preflight
 
     try:
+        if preset is not None:
+            config, overrides = _preset_defaults(kind, preset, data, config, overrides)
         cfg = load_config(config, DPORunConfig if kind == "dpo" else GRPORunConfig, overrides)
         preflight(cfg, source=config or "<command line>")  # every input read before any model loads
         return cfg
-    except (OSError, ValueError) as e:  # DataError and pydantic's ValidationError are ValueErrors
-        raise fail(e) from None
+    except (OSError, ValueError, KeyError) as e:  # DataError and pydantic's ValidationError are ValueErrors
+        raise fail(e.args[0] if isinstance(e, KeyError) else e) from None
 
 
 def _print(result: Any) -> None:
@@ -82,19 +102,21 @@ def register(app: typer.Typer) -> None:
     @align.command("dpo")
     def dpo(config: ConfigOpt = None, model: ModelOpt = None, prompts: PromptsOpt = None,
             heldout: HeldoutOpt = None, out: OutOpt = None, reward: RewardOpt = None, steps: StepsOpt = None,
-            store: StoreOpt = None, resume: ResumeOpt = False) -> None:
-        """HAL's recipe: sample K per prompt, score, pair by the 0.5-SD gap rule, train DPO with LoRA."""
+            store: StoreOpt = None, resume: ResumeOpt = False, preset: PresetOpt = None, data: DataOpt = None) -> None:
+        """Sample K per prompt, score, pair by the gap rule, train DPO with LoRA (HAL's recipe: --preset hal)."""
         from .dpo import run_dpo
 
-        cfg = _config("dpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume))
+        cfg = _config("dpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume), preset,
+                      data)
         _print(run_dpo(cfg))
 
     @align.command("grpo")
     def grpo(config: ConfigOpt = None, model: ModelOpt = None, prompts: PromptsOpt = None,
              heldout: HeldoutOpt = None, out: OutOpt = None, reward: RewardOpt = None, steps: StepsOpt = None,
-             store: StoreOpt = None, resume: ResumeOpt = False) -> None:
+             store: StoreOpt = None, resume: ResumeOpt = False, preset: PresetOpt = None, data: DataOpt = None) -> None:
         """GRPO with the local reward as reward function (KL: trl.beta; length: max_completion_length)."""
         from .grpo import run_grpo
 
-        cfg = _config("grpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume))
+        cfg = _config("grpo", config, _overrides(model, prompts, heldout, out, reward, steps, store, resume),
+                      preset, data)
         _print(run_grpo(cfg))

@@ -16,14 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from traitlab.data import DataError
-from traitlab.settings import data_dir
 
 DEFAULT_MODEL = "local:smollm2-135m"
-
-
-def default_prompts(split: Literal["train", "test"]) -> str:
-    """HAL's doctor-visit persona prompts (``hal_doctor/prompts_{split}.jsonl`` in the data folder)."""
-    return str(data_dir() / "hal_doctor" / f"prompts_{split}.jsonl")
 
 
 class _Strict(BaseModel):
@@ -88,11 +82,11 @@ class AlignRunConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="policy weights; auto = bfloat16 on CUDA, float32 on CPU (bfloat16 is ~2x faster "
                             "on CPUs with AVX512-BF16/AMX)")
-    prompts: str = Field(default_factory=lambda: default_prompts("train"))
-    heldout: str = Field(default_factory=lambda: default_prompts("test"))
+    prompts: str | None = Field(None, description="training prompts JSONL (a preset's with --preset)")
+    heldout: str | None = Field(None, description="held-out prompts JSONL for the monitors")
     prompt_limit: int | None = Field(None, gt=0)
-    target_role: str = Field("patient", description="who is scored: 'patient'/'witness' parse P:/D: (I:/W:) "
-                                                    "lines of the completion; 'assistant' scores it whole")
+    target_role: str = Field("assistant", description="who is scored: a role of the dialogue the completion "
+                                                       "writes (tagged lines), or 'assistant' for all of it")
     reward: str | None = Field(None, description="LocalReward folder; None = the shipped default")
     out_dir: str = "runs/align"
     store: str | None = None
@@ -175,7 +169,7 @@ def load_config(path: str | Path | None, cls: type[C], overrides: dict[str, Any]
             raise DataError(path, mark.line + 1 if mark else None, None, f"broken YAML: {e}") from e
         if data == {}:
             raise DataError(path, None, None, "empty config: give at least one setting, or leave out --config to "
-                                              "train on the defaults (alignment/configs/)")
+                                              "train on the defaults (or --preset NAME for its recipe)")
         if not isinstance(data, dict):
             raise DataError(path, None, None, f"expected a mapping of settings, got {type(data).__name__}")
     overrides = dict(overrides or {})
@@ -213,6 +207,10 @@ def preflight(cfg: AlignRunConfig, *, source: str | Path = "<config>") -> None:
 
     from .pairs import load_prompts
 
+    for field in ("prompts", "heldout"):
+        if getattr(cfg, field) is None:
+            raise DataError(source, None, field, f"no {field} file: give --{field} FILE (or --preset NAME "
+                                                 "[--data DIR] for a preset's prompts)")
     load_prompts(cfg.prompts, cfg.prompt_limit)
     load_prompts(cfg.heldout, cfg.monitor.heldout_limit)
     if cfg.monitor.capability_texts is not None and not Path(cfg.monitor.capability_texts).is_file():

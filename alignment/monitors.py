@@ -103,15 +103,23 @@ def delta_ci(before: dict[str, float], after: dict[str, float], level: float = 0
 def trait_weights(reward: Reward, snapshot: Snapshot) -> tuple[dict[str, float], str]:
     """Each trait's weight in the reward's scalar, in score units per unit of the trait, and its source.
 
-    A reward whose scalar is linear in its traits says so through the Reward protocol
-    (``reward.trait_weights()``, source ``"reward"``), so that ``sum_t w_t * delta_t`` is the score change.
+    A reward whose scalar is a (possibly bounded) function of a linear sum of its traits gives that sum's
+    weights through the Reward protocol (``reward.trait_weights()``, source ``"reward"``); they are rescaled
+    by the slope of the score on that sum over the snapshot (the chain-rule factor of a bound such as
+    ``b * tanh(z / b)``, 1 for a linear scalar), so that ``sum_t w_t * delta_t`` tracks the score change.
     Otherwise (``None``) the weights are the least-squares slopes of the score on the traits over the
     snapshot (source ``"fitted"``: exact for a linear scalar, a local sensitivity otherwise).
     """
+    rows = sorted(snapshot.scores)
     given = as_reward(reward).trait_weights()
     if given is not None:
-        return {t: float(w) for t, w in given.items()}, "reward"
-    rows = sorted(snapshot.scores)
+        weights = {t: float(w) for t, w in given.items()}
+        z = np.array([sum(w * snapshot.traits[t][r] for t, w in weights.items() if t in snapshot.traits)
+                      for r in rows])
+        if len(rows) >= 3 and np.ptp(z) > 0:
+            slope = float(np.polyfit(z, [snapshot.scores[r] for r in rows], 1)[0])
+            weights = {t: w * slope for t, w in weights.items()}
+        return weights, "reward"
     ids = sorted(snapshot.traits)
     x = np.array([[snapshot.traits[t][r] for t in ids] + [1.0] for r in rows])
     coef = np.linalg.lstsq(x, np.array([snapshot.scores[r] for r in rows]), rcond=None)[0]

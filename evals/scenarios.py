@@ -133,7 +133,7 @@ class Replay(Interplay):
     def source_dialogues(self, ctx: ScenarioContext) -> list[Dialogue]:
         from traitlab.data import load_dialogues
 
-        return load_dialogues(ctx.resolve(self.path), skipped=[])
+        return load_dialogues(ctx.resolve(self.path), target_role=self.target_role, skipped=[])
 
     def scripts(self, ctx: ScenarioContext) -> list[Script]:
         return replay_scripts(self.source_dialogues(ctx), self.interlocutor_role, self.group)

@@ -23,7 +23,7 @@ from traitlab.data import DataError
 from traitlab.types import RewardScore, Trait, TraitSet
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "alignment" / "configs"
+CONFIGS = REPO / "traitlab" / "presets" / "hal" / "configs"
 
 
 class TextReward:
@@ -163,8 +163,13 @@ def test_degenerate_flag_when_completions_drift_toward_the_audits_edits(edit, de
 
 
 def test_trait_weights_come_from_the_reward_protocol():
-    snap = _snap(0, [0.1, 0.5, 0.2, 0.9], {"t_len": [0.1, 0.3, 0.2, 0.5], "t_vowel": [0.2, 0.4, 0.2, 0.6]})
-    assert trait_weights(TextReward(), snap) == ({"t_len": -0.5, "t_vowel": 2.0}, "reward")
+    tl, tv = [0.1, 0.3, 0.2, 0.5], [0.2, 0.4, 0.2, 0.6]
+    snap = _snap(0, [-0.5 * a + 2.0 * b for a, b in zip(tl, tv, strict=True)], {"t_len": tl, "t_vowel": tv})
+    w, source = trait_weights(TextReward(), snap)
+    assert source == "reward" and np.allclose([w["t_len"], w["t_vowel"]], [-0.5, 2.0])
+    # a bounded score (half as steep here) rescales the reward's weights by that one chain-rule factor
+    half = _snap(0, [s / 2 for s in snap.scores.values()], {"t_len": tl, "t_vowel": tv})
+    assert np.allclose([trait_weights(TextReward(), half)[0][t] for t in ("t_len", "t_vowel")], [-0.25, 1.0])
     # no linear weights: least-squares slopes of the score on the traits (exact here: 0.5 t_len + 1.0 t_vowel)
     exact = _snap(0, [0.5 * a + b for a, b in [(0.1, 0.2), (0.3, 0.4), (0.2, 0.5), (0.5, 0.6)]],
                   {"t_len": [0.1, 0.3, 0.2, 0.5], "t_vowel": [0.2, 0.4, 0.5, 0.6]})
@@ -177,13 +182,28 @@ def test_trait_weights_come_from_the_reward_protocol():
 # --- configs --------------------------------------------------------------------------------------------
 
 def test_shipped_configs_load_and_build_trl_configs():
-    dpo = load_config(CONFIGS / "dpo_default.yaml", DPORunConfig)
+    dpo = load_config(CONFIGS / "dpo.yaml", DPORunConfig)
     assert dpo.num_samples >= 2 and dpo.min_gap_sd == 0.5 and dpo.target_role == "patient"
     args = dpo.trl_config()
     assert args.beta == dpo.trl["beta"] and args.output_dir.endswith("trainer")
-    grpo = load_config(CONFIGS / "grpo_default.yaml", GRPORunConfig)
+    grpo = load_config(CONFIGS / "grpo.yaml", GRPORunConfig)
     gargs = grpo.trl_config()
     assert gargs.beta == 0.04 and gargs.max_completion_length == 160
+
+
+def test_align_takes_the_presets_recipe_and_general_runs_name_their_prompts(tmp_path, shared_data):
+    import typer
+
+    from traitlab.alignment.cli import _config
+    from traitlab.alignment.config import AlignRunConfig
+
+    assert AlignRunConfig.model_fields["target_role"].default == "assistant"   # no data set's role
+    cfg = _config("dpo", None, {"out_dir": str(tmp_path / "o"), "store": str(tmp_path / "s.duckdb")}, "hal",
+                  shared_data)
+    assert cfg.target_role == "patient" and cfg.prompts.endswith("hal_doctor/prompts_train.jsonl")
+    assert cfg.heldout.endswith("hal_doctor/prompts_test.jsonl")
+    with pytest.raises(typer.Exit):   # without a preset a run names its prompts (one clear line, exit 2)
+        _config("dpo", None, {"out_dir": str(tmp_path / "o")})
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -239,10 +259,21 @@ def _common(tmp_path, steps):
 
 
 @pytest.fixture(scope="module")
-def reward():
+def reward(ungated_reward_dir):
     from traitlab.judges.reward import load_reward
 
-    return load_reward()
+    return load_reward(ungated_reward_dir)
+
+
+@pytest.fixture(scope="module")
+def ungated_reward_dir(tmp_path_factory):
+    """The shipped reward with its validity gate off: a tiny random policy writes gibberish, which the gate
+    rightly floors (every score equal, no preference pair); these tests are about the training plumbing."""
+    from traitlab.judges.reward import load_reward
+
+    r = load_reward()
+    r.gate = r.gate.model_copy(update={"enabled": False})
+    return r.save(tmp_path_factory.mktemp("reward") / "ungated")
 
 
 @pytest.mark.slow
@@ -260,13 +291,17 @@ def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, sto
     assert [e["step"] for e in res.monitor_log] == [0, 1, 2]   # baseline, monitor eval at step 1, final
     table = res.before_after
     assert set(table["traits"]) == set(reward.trait_ids) and table["weights_source"] == "reward"
-    assert {t: row["weight"] for t, row in table["traits"].items()} == reward.trait_weights()
+    given = reward.trait_weights()   # rescaled by one chain-rule factor of the score's bound, never reshaped
+    ratios = {row["weight"] / given[t] for t, row in table["traits"].items() if given[t]}
+    assert max(ratios) - min(ratios) < 1e-9 and 0 < min(ratios) <= 1 + 1e-9
     base = Snapshot.model_validate_json((tmp_path / "out" / "baseline.json").read_text())
     assert len(base.judged_turns) == round(base.parse_rate * base.n_completions)   # judged turns kept
     assert {f["kind"] for f in res.flags} <= {"against_sign", "dominant_trait", "capability", "format", "degenerate"}
-    # weight x delta sums to the score change, so each share is that trait's part of it
+    # weight x delta tracks the score change: exactly for a linear scalar, to first order under the reward's
+    # bound and trait clipping (the tiny random policy writes far out-of-distribution text, where both bite)
     contrib = sum(row["contribution"] for row in table["traits"].values())
-    assert np.isclose(contrib, table["score"]["delta"]["mean"], atol=1e-3)
+    delta = table["score"]["delta"]["mean"]
+    assert np.sign(contrib) == np.sign(delta) and 0.5 < contrib / delta < 2.0
     assert res.train_metrics["train_loss"] > 0
     assert store.artifact(res.run_id, "before_after")["score"]["before"]["n"] == 6
     assert store.run(res.run_id)["status"] == "done"
@@ -329,7 +364,7 @@ def test_grpo_reward_fn_penalises_length_and_format():
 
 
 @pytest.mark.slow
-def test_cli_align_dpo_on_a_saved_model(tiny_policy, tmp_path):
+def test_cli_align_dpo_on_a_saved_model(tiny_policy, ungated_reward_dir, tmp_path):
     import typer
     import yaml
     from typer.testing import CliRunner
@@ -349,7 +384,7 @@ def test_cli_align_dpo_on_a_saved_model(tiny_policy, tmp_path):
     align_cli.register(app)
     args = ["align", "dpo", "--config", str(tmp_path / "c.yaml"), "--model", str(model_dir), "--prompts",
             _prompts(tmp_path, 4), "--out", str(tmp_path / "cli-out"), "--steps", "1",
-            "--store", str(tmp_path / "s.duckdb")]
+            "--store", str(tmp_path / "s.duckdb"), "--reward", str(ungated_reward_dir)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "score" in result.output and "t01" in result.output

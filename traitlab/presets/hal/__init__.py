@@ -62,5 +62,10 @@ def _register_cli(app) -> None:
     fetch.register(app)
 
 
+ALIGN = {"prompts": "prompts_train", "heldout": "prompts_test",
+         "configs": {k: Path(__file__).parent / "configs" / f"{k}.yaml" for k in ("dpo", "grpo")}}
+"""``traitlab align dpo|grpo --preset hal``: the doctor-visit persona prompts, the patient's turns scored."""
+
 HAL = preset(Preset(name="hal", contrast=CONTRAST, files=files, judge=JUDGE, register_cli=_register_cli,
+                    extra={"align": ALIGN},
                     description="HAL's Turing-test games (human vs AI witness) and doctor-patient visits"))
