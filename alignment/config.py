@@ -73,6 +73,10 @@ class MonitorSettings(_Strict):
     capability_texts: str | None = Field(None, description="dialogues file whose human target turns measure "
                                                            "perplexity; None = the shipped sample")
     capability_limit: int = Field(24, gt=0, description="dialogues used for the perplexity check")
+    capability_role: str | None = Field(None, description="judged role in capability_texts (None: the file's "
+                                                          "shape decides)")
+    capability_label: str | None = Field(None, description="only dialogues with this label (e.g. the positive "
+                                                           "side); None: all")
 
 
 class AlignRunConfig(_Strict):
@@ -213,8 +217,10 @@ def preflight(cfg: AlignRunConfig, *, source: str | Path = "<config>") -> None:
                                                  "[--data DIR] for a preset's prompts)")
     load_prompts(cfg.prompts, cfg.prompt_limit)
     load_prompts(cfg.heldout, cfg.monitor.heldout_limit)
-    if cfg.monitor.capability_texts is not None and not Path(cfg.monitor.capability_texts).is_file():
-        raise DataError(cfg.monitor.capability_texts, None, None, "monitor.capability_texts: no such file")
+    if cfg.monitor.capability_texts is not None:
+        from .monitors import capability_texts
+
+        capability_texts(cfg.monitor.capability_texts, 1, target_role=cfg.monitor.capability_role)
     if cfg.reward is not None:
         from traitlab.judges.reward import CONFIG_FILE
 

@@ -231,12 +231,13 @@ def evaluate_policy(model: Any, tokenizer: Any, reward: Reward, prompts: Sequenc
         judged_turns=judged, perplexity=perplexity(model, tokenizer, capability) if capability else None)
 
 
-def capability_texts(path: str | Path | None = None, limit: int = 40) -> list[str]:
-    """Held-out human text for the perplexity check: the target turns of human-labelled dialogues (all
-    dialogues when none is labelled), one text per dialogue; ``None`` = traitlab's shipped sample."""
-    dialogues = load_dialogues(path) if path else sample_dialogues()
-    human = [d for d in dialogues if d.label == "human"] or dialogues
-    return ["\n".join(d.target_turns) for d in human[:limit]]
+def capability_texts(path: str | Path | None = None, limit: int = 40, *, target_role: str | None = None,
+                     label: str | None = None) -> list[str]:
+    """Held-out real text for the perplexity check: the judged turns of the dialogues labelled ``label`` (all
+    of them when None or none has it), one text per dialogue; ``path`` None = traitlab's shipped sample."""
+    dialogues = load_dialogues(path, target_role=target_role) if path else sample_dialogues()
+    chosen = [d for d in dialogues if label is not None and d.label == label] or dialogues
+    return ["\n".join(d.target_turns) for d in chosen[:limit]]
 
 
 def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 512) -> float:

@@ -141,7 +141,8 @@ class AlignSession:
             reward = load_reward(cfg.reward)
         self.reward = reward
         self.heldout: list[PromptRecord] = load_prompts(cfg.heldout, cfg.monitor.heldout_limit)
-        self.capability = capability_texts(cfg.monitor.capability_texts, cfg.monitor.capability_limit)
+        self.capability = capability_texts(cfg.monitor.capability_texts, cfg.monitor.capability_limit,
+                                           target_role=cfg.monitor.capability_role, label=cfg.monitor.capability_label)
         self.flags: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []
         # only the main process touches the store (one DuckDB writer); the others learn the run id

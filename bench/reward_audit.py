@@ -2,8 +2,8 @@
 
     python bench/reward_audit.py [--data ../shared/data] [--folds 0] [--max-depth 3] [--beam 3]
 
-For each fold of bench/reward.py's split (5 folds grouped by game, seed 0) a reward is trained with the
-recipe of ``distill`` on the other folds only (Platt fitted on their out-of-fold logits), and audited
+For each fold (5 folds grouped by game or doctor persona, seed 0) a reward is trained with HAL's recipe
+through ``distill`` on the other folds only, and audited
 (``traitlab.judges.audit.audit``) on the held-out games: every operator applied to the AI witness turns,
 then a beam search over compositions. The table is the issue-10 table: share of edited AI transcripts
 above the median held-out human transcript, and the mean shift in SDs of the real held-out scores.
@@ -17,28 +17,20 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import traitlab  # noqa: F401  (offline knobs first)
-from traitlab.judges.aggregate import fit_calibration, grouped_folds
+from traitlab.judges.aggregate import grouped_folds
 from traitlab.judges.audit import AuditReport, audit
-from traitlab.judges.reward import LocalReward, RewardConfig, TrainingSet, cross_val_predict, fit_head, training_set
-from traitlab.judges.reward_features import features
+from traitlab.judges.reward import LocalReward, RewardConfig, distill
+from traitlab.presets.hal.reward import CONTRAST, HalInputs, inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def heldout_reward(X: np.ndarray, data: TrainingSet, train: np.ndarray, cfg: RewardConfig) -> LocalReward:
-    """``distill``'s recipe on the training rows only: heads on all of them, Platt on their out-of-fold logits."""
-    keep = np.flatnonzero(train)
-    sub = TrainingSet(dialogues=[data.dialogues[i] for i in keep], trait_set=data.trait_set,
-                      targets=data.targets[keep], labels=data.labels[keep], groups=[data.groups[i] for i in keep])
-    _, logits = cross_val_predict(X[keep], sub, cfg)
-    lab = ~np.isnan(sub.labels)
-    cal = fit_calibration(logits[lab], sub.labels[lab].astype(int), "platt")
-    head = fit_head(X[keep], sub.targets, sub.labels, cfg)
-    head.calibration.copy_(torch.tensor([cal.a, cal.b], dtype=torch.float32))
-    return LocalReward(data.trait_set, cfg, head, {"heldout_fold": True})
+def heldout_reward(x: HalInputs, train: set[str], cfg: RewardConfig) -> LocalReward:
+    """The HAL recipe of ``distill`` on the training rows only (its own inner CV fits the calibration)."""
+    rows = [d for d in x.dialogues if d.id in train]
+    return distill(rows, [r for r in x.ratings if r.dialogue_id in train], x.trait_set, CONTRAST, config=cfg)
 
 
 def print_report(rep: AuditReport, title: str) -> None:
@@ -67,17 +59,14 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     cfg = RewardConfig()
-    data = training_set(args.data)
-    t = time.time()
-    X = features(data.dialogues, cfg.encoder)
-    print(f"features of {len(X)} training rows in {time.time() - t:.0f}s")
-    fold = grouped_folds(data.groups, cfg.folds, cfg.seed)
+    x = inputs(args.data)
+    groups = [CONTRAST.group_of(d) for d in x.dialogues]
+    fold = grouped_folds(groups, cfg.folds, cfg.seed)
     reports = []
     for k in (int(f) for f in args.folds.split(",")):
-        test = fold == k
         t = time.time()
-        reward = heldout_reward(X, data, ~test, cfg)
-        held = [d for d, keep in zip(data.dialogues, test & ~np.isnan(data.labels), strict=True) if keep]
+        reward = heldout_reward(x, {d.id for d, f in zip(x.dialogues, fold, strict=True) if f != k}, cfg)
+        held = [d for d, f in zip(x.dialogues, fold, strict=True) if f == k and d.label is not None]
         rep = audit(reward, held, ("human", "ai"), max_depth=args.max_depth, beam=args.beam,
                     threshold=args.threshold, name=f"local reward, fold {k} held out")
         print_report(rep, f"fold {k} held out ({len(held) // 2} games, {time.time() - t:.0f}s)")

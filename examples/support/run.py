@@ -42,7 +42,8 @@ store: {out / "traitlab.duckdb"}
 seed: 0
 sampling: {{max_new_tokens: 24, temperature: 1.0, top_p: 0.95, batch_size: 8}}
 lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear, quantize: none}}
-monitor: {{heldout_limit: 4, eval_limit: 2, every_steps: 0, capability_texts: {DIALOGUES}, capability_limit: 4}}
+monitor: {{heldout_limit: 4, eval_limit: 2, every_steps: 0, capability_texts: {DIALOGUES}, capability_limit: 4,
+          capability_role: agent, capability_label: best}}
 trl: {{max_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 256,
       learning_rate: 1.0e-5, logging_steps: 1, save_steps: 1000}}
 """

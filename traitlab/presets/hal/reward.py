@@ -23,12 +23,13 @@ from pydantic import BaseModel
 from traitlab.contrast import Contrast
 from traitlab.data import load_dialogues, load_ratings, load_trait_set
 from traitlab.judges.reward import LocalReward, RewardConfig, distill
+from traitlab.presets.hal import CONTRAST as HAL_CONTRAST
+from traitlab.presets.hal import DOCTOR_TRAIN_JUDGE, JUDGE
 from traitlab.types import Dialogue, TraitRatings, TraitSet
 
-TURING_JUDGE, DOCTOR_TRAIN_JUDGE, DOCTOR_GEN_JUDGE = "gpt-5", "gpt-5-mini", "gpt-5"
-CONTRAST = Contrast(name="hal", positive="human", negative="ai", positive_noun="human", negative_noun="AI",
-                    target_role=None, group="game_id",
-                    description="a human versus an AI speaker, judged on how human the judged speaker seems")
+TURING_JUDGE = DOCTOR_GEN_JUDGE = JUDGE
+CONTRAST: Contrast = HAL_CONTRAST.model_copy(update={
+    "target_role": None, "description": "a human versus an AI speaker, judged on how human the judged speaker seems"})
 """HAL's contrast for the reward: no fixed role, since Turing rows judge the witness and doctor rows the
 patient (each file's own default)."""
 
