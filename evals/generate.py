@@ -14,13 +14,13 @@ then what each scorer says (layout in :mod:`traitlab.evals.scoring`), and a summ
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from traitlab.aio import run_sync
 from traitlab.evals.scoring import ScorerSummary, score_run
 from traitlab.evals.suite import Suite, load_suite
 from traitlab.judges.provider import ProviderOptions
@@ -150,14 +150,6 @@ async def generate(scenario: Scenario, conversations: Sequence[Conversation], ct
     return done, failed
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """One event loop for the run; in a thread when the caller already runs one (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def evaluate(suite: Suite | str | Path, model: str | None, store: Store, *, n: int | None = None,
@@ -219,7 +211,7 @@ def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, 
             store.add_dialogues(run_id, [d])
             bar.advance()
 
-        done, failed = _run(generate(scenario, todo, ctx, concurrency=concurrency, on_done=saved))
+        done, failed = run_sync(generate(scenario, todo, ctx, concurrency=concurrency, on_done=saved))
     dialogues = store.dialogues(run_id)
     summaries = score_run(store, run_id, dialogues, scorers,
                           ctx=ScoringContext(store=store, run_id=run_id, data_dir=data_dir, base_dir=suite.base_dir))

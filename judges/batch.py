@@ -29,6 +29,7 @@ import instructor
 import litellm
 from pydantic import BaseModel, ValidationError
 
+from traitlab.aio import run_sync
 from traitlab.judges.client import (
     _UNHASHED,
     BUDGET_EXHAUSTED,
@@ -37,7 +38,6 @@ from traitlab.judges.client import (
     _as_dicts,
     _logprobs,
     _raw_text,
-    _run_sync,
     redact,
     request_hash,
     schema_json,
@@ -66,7 +66,7 @@ def call_batch(client: JudgeClient, requests: list[Request], progress: str | Non
         raise BatchError("batch mode needs a store and a run id: the batch ids are kept there to resume")
     if client.local:
         raise BatchError(f"{client.model}: local models have no batch API")
-    return _run_sync(_Batcher(client).run(requests, progress))
+    return run_sync(_Batcher(client).run(requests, progress))
 
 
 class _Batcher:

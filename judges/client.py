@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextvars
 import dataclasses
 import email.utils
@@ -58,6 +57,7 @@ import litellm
 from instructor.core.exceptions import InstructorRetryException
 from pydantic import BaseModel, ValidationError
 
+from traitlab.aio import run_sync
 from traitlab.store import CallRecord, Store
 
 T = TypeVar("T")
@@ -320,14 +320,6 @@ def _as_dicts(messages: Sequence[Any]) -> list[dict[str, Any]]:
     return [m.model_dump() if isinstance(m, BaseModel) else dict(m) for m in messages]
 
 
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, also when the caller already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 @dataclass
@@ -520,7 +512,7 @@ class JudgeClient:
             from traitlab.judges.batch import call_batch
 
             return call_batch(self, list(requests), progress=progress)
-        return _run_sync(self._call_many(list(requests), progress))
+        return run_sync(self._call_many(list(requests), progress))
 
     async def _call_many(self, requests: list[Request], progress: str | None) -> list[CallOutcome]:
         from traitlab.progress import track

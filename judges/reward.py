@@ -30,7 +30,6 @@ The HAL recipe (which files and judges) is ``traitlab.presets.hal.reward``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -43,7 +42,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from traitlab.contrast import Contrast
-from traitlab.data import DataError, load_trait_set
+from traitlab.data import DataError, file_sha256, load_trait_set
 from traitlab.embed import EncoderConfig, encoder_dim, encoder_path
 from traitlab.judges.reward_edits import EDITS, edited
 from traitlab.judges.reward_features import (
@@ -467,12 +466,6 @@ def finish(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str
     return LocalReward(data.trait_set, cfg, params, meta, gate)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # inference (numpy) ----------------------------------------------------------------------------------------

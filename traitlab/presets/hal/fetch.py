@@ -30,7 +30,7 @@ import typer
 from pydantic import BaseModel
 
 from traitlab.console import fail
-from traitlab.data import DataError, read_csv_rows, read_jsonl
+from traitlab.data import DataError, file_sha256, read_csv_rows, read_jsonl
 from traitlab.presets.hal import DOCTOR_TRAIN_JUDGE, JUDGE, TURING_JUDGES
 from traitlab.settings import cache_dir, data_dir
 
@@ -120,12 +120,6 @@ class FetchError(RuntimeError):
 # ---------------------------------------------------------------- download
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_lock(raw_dir: Path) -> dict[str, str]:
@@ -183,7 +177,7 @@ def download(manifest: Manifest, raw_dir: Path, *, force: bool = False, timeout_
         dest = raw_dir / f.path
         expected = f.sha256 or lock.get(f.path)
         if dest.exists() and not force:
-            have = sha256_file(dest)
+            have = file_sha256(dest)
             if expected is None or have == expected:
                 log(f"have      {f.path}" if expected else f"TOFU      {f.path} sha256 {have} (present, not pinned: "
                     f"recorded in {LOCK_NAME})")
@@ -496,7 +490,7 @@ def verify_data_dir(path: str | Path, only: Iterable[str] | None = None) -> list
         if not f.is_file():
             out.append(FileCheck(path=rel, status="missing", expected=expected))
             continue
-        have = sha256_file(f)
+        have = file_sha256(f)
         out.append(FileCheck(path=rel, status="ok" if have == expected else "differs", sha256=have,
                              expected=expected))
     return out
