@@ -37,14 +37,11 @@ class DemoResult(BaseModel):
 
 
 def _pairwise(scores: dict[str, float]) -> float | None:
-    """Share of sample games whose human transcript the reward scores higher than the AI one."""
-    ds = sample_dialogues()
-    games: dict[str, dict[str, float]] = {}
-    for d in ds:
-        if d.id in scores and d.label:
-            games.setdefault(str(d.meta.get("game_id")), {})[d.label] = scores[d.id]
-    pairs = [g for g in games.values() if len(g) == 2]
-    return sum(g["human"] > g["ai"] for g in pairs) / len(pairs) if pairs else None
+    """Share of sample groups whose positive-side transcript the reward scores higher than the other one."""
+    from traitlab.judges.aggregate import pairwise_accuracy
+
+    ds = [d for d in sample_dialogues() if d.id in scores and d.label]
+    return pairwise_accuracy(scores, ds) if ds else None
 
 
 def run_demo(out: str | Path = "traitlab-demo", store_path: str | Path | None = None) -> DemoResult:

@@ -306,11 +306,16 @@ def collect_run(store: Store, run_id: str, n_examples: int = 2) -> RunView:
 
 def _label_calibration(dialogues: Sequence[Dialogue], scores: dict[str, float], bins: int = 5
                        ) -> tuple[list[ReliabilityPoint], float | None]:
-    """Reliability of P(human) = sigmoid(score) on the run's labelled dialogues (both labels needed)."""
+    """Reliability of P(positive) = sigmoid(score) on the run's labelled dialogues: both labels needed, and a
+    contrast that says which is positive (the registered preset whose labels they are)."""
     from traitlab.judges.aggregate import expected_calibration_error, reliability_bins
+    from traitlab.presets import contrast_for_labels
 
     labelled = [d for d in dialogues if d.label is not None and d.id in scores]
-    y = np.array([d.label == "human" for d in labelled], dtype=float)
+    contrast = contrast_for_labels({d.label for d in labelled})
+    if contrast is None:
+        return [], None
+    y = np.array([contrast.y(d) for d in labelled], dtype=float)
     if len(set(y.tolist())) < 2:
         return [], None
     p = 1.0 / (1.0 + np.exp(-np.array([scores[d.id] for d in labelled])))
