@@ -207,8 +207,6 @@ def _register_reward(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="training and fold seed")] = 0,
     ) -> None:
         """Distil an LLM judge's ratings and the dialogues' labels into a local reward (no LLM call at scoring)."""
-        import importlib
-
         check_outputs(("--out", out, True))
         from traitlab.embed import EncoderConfig
         from traitlab.judges.reward import RewardConfig, distill_files
@@ -219,11 +217,15 @@ def _register_reward(app: typer.Typer) -> None:
                 if data is None or dialogues or ratings or traits:
                     raise ValueError("--preset takes --data DIR (the preset's folder) and no --dialogues/--ratings/"
                                      "--traits")
+                from traitlab.presets import get_preset
+
                 try:
-                    recipe = importlib.import_module(f"traitlab.presets.{preset}.reward")
-                except ModuleNotFoundError:
-                    raise ValueError(f"no preset {preset!r} with a reward recipe") from None
-                reward = recipe.distill_preset(data, cfg)
+                    recipe = get_preset(preset).extra.get("distill")
+                except KeyError as e:
+                    raise ValueError(e.args[0]) from None
+                if recipe is None:
+                    raise ValueError(f"preset {preset!r} has no reward recipe (Preset.extra['distill'])")
+                reward = recipe(data, cfg)
             else:
                 if not dialogues or not ratings or traits is None:
                     raise ValueError("distill needs --dialogues, --ratings and --traits (or --preset NAME --data DIR)")

@@ -52,6 +52,7 @@ def test_hal_is_a_registered_preset_through_the_entry_point():
     assert (hal.contrast.positive, hal.contrast.negative, hal.contrast.target_role, hal.contrast.group) == (
         "human", "ai", "witness", "game_id")
     assert hal.path("traits", "/d").as_posix() == "/d/hal_turing/traits_hal32.json"
+    assert callable(hal.extra["distill"]) and set(hal.extra["align"]["configs"]) == {"dpo", "grpo"}
     with pytest.raises(KeyError, match="no 'nope' file"):
         hal.path("nope", "/d")
     assert contrast_for_labels({"human", "ai"}) is hal.contrast and contrast_for_labels({"best"}) is None

@@ -154,7 +154,7 @@ def test_cli_distill_from_files_then_score(hal_small, tmp_path):
                               "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--positive" in res.output
     res = runner.invoke(app, ["distill", "--preset", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "no preset 'nope'" in res.output
+    assert res.exit_code == 2 and "no preset named 'nope'" in res.output
 
 
 # bounded, gated, hardened ---------------------------------------------------------------------------------

@@ -66,6 +66,13 @@ ALIGN = {"prompts": "prompts_train", "heldout": "prompts_test",
          "configs": {k: Path(__file__).parent / "configs" / f"{k}.yaml" for k in ("dpo", "grpo")}}
 """``traitlab align dpo|grpo --preset hal``: the doctor-visit persona prompts, the patient's turns scored."""
 
+def _distill(data_dir: Path, config=None):
+    """``traitlab distill --preset hal``: the recipe of the shipped default reward (:mod:`.reward`)."""
+    from traitlab.presets.hal.reward import distill_preset
+
+    return distill_preset(data_dir, config)
+
+
 HAL = preset(Preset(name="hal", contrast=CONTRAST, files=files, judge=JUDGE, register_cli=_register_cli,
-                    extra={"align": ALIGN},
+                    extra={"align": ALIGN, "distill": _distill},
                     description="HAL's Turing-test games (human vs AI witness) and doctor-patient visits"))
