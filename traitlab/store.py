@@ -114,9 +114,10 @@ def redact_secrets(value: Any) -> Any:
         if isinstance(v, str):
             if secret and v:
                 return REDACTED
+            v = _SECRET_VALUE.sub(REDACTED, v)  # first: a known secret replaced inside a key would hide the key
             for s in sorted(found, key=len, reverse=True):
                 v = v.replace(s, REDACTED)
-            return _SECRET_VALUE.sub(REDACTED, v)
+            return v
         return v  # numbers stay: a credential is a string, a trait weight under an odd id is not
 
     collect(value)
