@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import threading
 import time
 import uuid
@@ -58,13 +57,12 @@ from instructor.core.exceptions import InstructorRetryException
 from pydantic import BaseModel, ValidationError
 
 from traitlab.aio import run_sync
-from traitlab.store import CallRecord, Store
+from traitlab.store import CallRecord, Store, is_secret_name
 
 T = TypeVar("T")
 
 BUDGET_EXHAUSTED = "budget exhausted"
 MAX_RETRY_AFTER_S = 120.0
-_SECRET_WORDS = {"key", "apikey", "token", "secret", "authorization", "password", "credential", "credentials"}
 # Params that change how a request is sent or priced, never what the model answers: kept out of the hash.
 _UNHASHED = {"timeout", "num_retries", "max_retries", "input_cost_per_token", "output_cost_per_token",
              "metadata"}
@@ -119,17 +117,6 @@ class _RedactSecrets(logging.Filter):
 
 
 _LOG_REDACTOR = _RedactSecrets()
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a param/header name carries a credential (``api_key``, ``Authorization``, ``x-api-key``...).
-
-    ``max_tokens`` and ``*_per_token`` prices are not secrets: matching is on whole words of the name.
-    """
-    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    if len(words) >= 2 and words[-2:] == ["per", "token"]:
-        return False
-    return bool(_SECRET_WORDS.intersection(words)) or any(s in name.lower() for s in ("secret", "apikey", "api_key"))
 
 
 def strip_secrets(value: Any) -> Any:

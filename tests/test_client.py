@@ -16,8 +16,8 @@ from loopback_server import LoopbackServer, request_key, value_for
 from pydantic import BaseModel, ConfigDict, Field
 
 from traitlab.judges import CallOutcome, JudgeClient, Request
-from traitlab.judges.client import FLUSH_S, is_secret_name, request_hash
-from traitlab.store import Store
+from traitlab.judges.client import FLUSH_S, request_hash
+from traitlab.store import Store, is_secret_name
 
 API_KEY = "sk-test-DO-NOT-LEAK-4f9a2c"
 HEADER_SECRET = "hdr-DO-NOT-LEAK-77e1"

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from traitlab.cli import app
 from traitlab.data import sample_dialogues, sample_trait_set
-from traitlab.runs import export_run, failure_kind, list_runs, redact_config, show_run
-from traitlab.store import CallRecord, Store
+from traitlab.runs import export_run, failure_kind, list_runs, show_run
+from traitlab.store import CallRecord, Store, redact_secrets
 from traitlab.types import TraitRatings
 
 KEY = "sk-live-abcdefghijklmnopqrstuvwxyz0123"
@@ -49,7 +49,7 @@ def test_list_show_redact_and_failures(tmp_path):
         assert d.failures[0].first.endswith("slow down") and d.judges == {"local/x": 8}
         assert [a.name for a in d.artifacts] == ["trait_set"] and d.artifacts[0].size_bytes == len(
             json.dumps({"name": "x’\\u20"}).encode())   # bytes of the stored JSON, escapes and all
-    assert redact_config({"headers": {"Authorization": "Bearer abcdefghijkl"}, "note": f"key {KEY}"}) == {
+    assert redact_secrets({"headers": {"Authorization": "Bearer abcdefghijkl"}, "note": f"key {KEY}"}) == {
         "headers": {"Authorization": "***"}, "note": "key ***"}
     assert failure_kind("schema validation failed after 2 request(s): ValidationError: x") == "ValidationError"
 

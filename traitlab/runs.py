@@ -9,7 +9,6 @@ the export, so neither can leak a key a user put into a suite's params.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -17,13 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from traitlab.store import Store
+from traitlab.console import error_kind
+from traitlab.store import Store, redact_secrets
 
-REDACTED = "***"
 EXPORT_TABLES = ("runs", "calls", "ratings", "dialogues", "artifacts")
-_SECRET_WORDS = {"key", "apikey", "token", "secret", "authorization", "password", "credential", "credentials"}
-_KEY_VALUE = re.compile(r"\b(sk|pk|rk|hf|gsk|xai)[-_][A-Za-z0-9_-]{16,}|\bBearer\s+\S{8,}")
-_ERROR_NAME = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Timeout|Exceeded))\b")
 
 
 class RunRow(BaseModel):
@@ -76,27 +72,6 @@ class ExportResult(BaseModel):
     rows: dict[str, int]
 
 
-def is_secret_name(name: str) -> bool:
-    """Whether a config key names a credential; ``max_tokens`` and ``*_per_token`` prices do not."""
-    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    if words[-2:] == ["per", "token"]:
-        return False
-    return bool(_SECRET_WORDS.intersection(words)) or any(s in name.lower() for s in ("secret", "apikey", "api_key"))
-
-
-def redact_config(value: Any) -> Any:
-    """A copy with every secret-named key's value replaced by ``***`` (the key stays, so a reader sees one was
-    given) and key-shaped strings (``sk-...``, ``Bearer ...``) masked wherever they are."""
-    if isinstance(value, dict):
-        return {k: REDACTED if is_secret_name(str(k)) and v not in (None, "") else redact_config(v)
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_config(v) for v in value]
-    if isinstance(value, str):
-        return _KEY_VALUE.sub(REDACTED, value)
-    return value
-
-
 _ROW_SQL = """
 SELECT r.run_id, r.kind, r.name, r.status, r.started, r.finished,
   (SELECT count(*) FROM dialogues d WHERE d.run_id = r.run_id),
@@ -130,8 +105,8 @@ def _row(store: Store, run_id: str) -> RunRow:
 
 def failure_kind(message: str) -> str:
     """The exception name in a recorded error (``RateLimitError``), else its first phrase (``budget exhausted``)."""
-    m = _ERROR_NAME.search(message or "")
-    return m.group(1) if m else (message or "error").split(":")[0].strip()[:60] or "error"
+    kind = error_kind(message)
+    return kind if kind != "error" else (message or "error").split(":")[0].strip()[:60] or "error"
 
 
 def show_run(store: Store, run_id: str) -> RunDetail:
@@ -149,7 +124,7 @@ def show_run(store: Store, run_id: str) -> RunDetail:
         firsts.setdefault(failure_kind(e), " ".join(e.split())[:300])
     judges = dict(store.sql("SELECT judge, count(*) FROM ratings WHERE run_id = ? GROUP BY judge ORDER BY judge",
                             [run_id]))
-    return RunDetail(run=row, config=redact_config(run["config"]), summary=redact_config(run["summary"] or {}),
+    return RunDetail(run=row, config=redact_secrets(run["config"]), summary=redact_secrets(run["summary"] or {}),
                      artifacts=arts, failures=[FailureKind(kind=k, count=n, first=firsts[k])
                                                for k, n in kinds.most_common()], judges=judges)
 
@@ -169,7 +144,7 @@ def export_run(store: Store, run_id: str, out_dir: str | Path, fmt: Literal["jso
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    config = json.dumps(redact_config(store.run(run_id)["config"]))
+    config = json.dumps(redact_secrets(store.run(run_id)["config"]))
     option = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
     files, rows = {}, {}
     for table in EXPORT_TABLES:
