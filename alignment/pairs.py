@@ -1,7 +1,7 @@
 """Prompts in, scored samples and preference pairs out: the data side of alignment.
 
-A completion is scored as a Dialogue. For HAL's doctor prompts the policy writes a whole ``P:``/``D:``
-conversation and the patient's turns are judged (``target_role="patient"``); for plain chat prompts
+A completion is scored as a Dialogue. When the prompts ask for a whole conversation, the policy writes
+tagged lines (a preset's one-letter tags) and the judged role's turns are scored; for plain chat prompts
 (``target_role="assistant"``) the completion is the assistant's reply to the prompt. A completion in which
 the judged speaker never speaks has no score (``None``): it is a format failure, not a low score.
 """

@@ -1,14 +1,14 @@
-"""How far a judge can be trusted: agreement with other judges, agreement with itself, and the Inverse
-Turing test (shown a human and an AI transcript of one game, which witness is the human?).
+"""How far a judge can be trusted: agreement with other judges, agreement with itself, and the inverse
+contrast test (shown both sides of one context, which is the positive one? HAL's Inverse Turing test).
 
 - :func:`agreement_table`: per trait, Krippendorff's alpha and mean pairwise Spearman across judges (the
-  first table runs on the six real judges of ``hal_turing/judge_ratings.jsonl``), and alpha per judge pair.
+  ratings of several judges of the same dialogues), and alpha per judge pair.
 - :func:`retest_agreement`: the same judge rating the same dialogues several times (ratings with different call
   ids in the store; :func:`repeat_ratings` makes them with one seed per repeat): alpha across repeats per trait.
 - :func:`inverse_turing`: each pair asked in both orders (through discovery's ``propose``, whose records
   carry the verdict and confidence); accuracy with a bootstrap CI over games, position-swap consistency,
   position bias, and the ECE of the judge's stated confidence. :func:`verdicts_from_proposals` reads the same
-  from stored proposals (HAL's GPT-5 proposals keep only whether the verdict was right).
+  from stored proposals (some keep only whether the verdict was right).
 """
 
 from __future__ import annotations

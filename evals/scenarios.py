@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from traitlab.contrast import GROUP_KEYS
+from traitlab.contrast import group_of
 from traitlab.registry import ChatModel, Conversation, ScenarioContext, chat_messages, scenario
 from traitlab.types import Dialogue, Message
 
@@ -142,10 +142,9 @@ class Replay(Interplay):
 def replay_scripts(dialogues: Sequence[Dialogue], role: str, group: str | None = None) -> list[Script]:
     """(interlocutor lines of ``role``) per group, in file order; the dialogues of one group share one entry.
     The group is ``meta[group]``, then ``meta["group"]``/``meta["game_id"]`` (as a Contrast pairs), else the id."""
-    keys = (group, *GROUP_KEYS) if group else GROUP_KEYS
     seen: dict[str, list[str]] = {}
     for d in dialogues:
-        key = next((str(d.meta[k]) for k in keys if d.meta.get(k) not in (None, "")), d.id)
+        key = group_of(d, group or "group")
         lines = [m.content for m in d.messages if m.role == role and m.content.strip()]
         if lines and key not in seen:
             seen[key] = lines

@@ -25,6 +25,7 @@ from traitlab.data import load_dialogues, load_ratings, load_trait_set
 from traitlab.judges.reward import LocalReward, RewardConfig, distill
 from traitlab.presets.hal import CONTRAST as HAL_CONTRAST
 from traitlab.presets.hal import DOCTOR_TRAIN_JUDGE, JUDGE
+from traitlab.presets.hal import files as hal_files
 from traitlab.types import Dialogue, TraitRatings, TraitSet
 
 TURING_JUDGE = DOCTOR_GEN_JUDGE = JUDGE
@@ -46,11 +47,10 @@ class HalInputs(BaseModel):
 
 
 def files(data_dir: str | Path) -> dict[str, Path]:
-    d = Path(data_dir)
-    return {"traits": d / "hal_turing" / "traits_hal32.json", "turing_dialogues": d / "hal_turing" / "dialogues.jsonl",
-            "turing_ratings": d / "hal_turing" / "judge_ratings.jsonl",
-            "doctor_train": d / "hal_doctor" / "train_scored_gpt5mini.jsonl",
-            "doctor_generations": d / "hal_doctor" / "generations_scored.jsonl"}
+    """The recipe's inputs, named as its provenance records them, in the preset's folder layout."""
+    f = hal_files(Path(data_dir))
+    return {"traits": f["traits"], "turing_dialogues": f["dialogues"], "turing_ratings": f["ratings"],
+            "doctor_train": f["doctor_train"], "doctor_generations": f["doctor_generations"]}
 
 
 def doctor_heldout(d: Dialogue) -> bool:
