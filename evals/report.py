@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from traitlab import stats
 from traitlab.data import DataError, load_trait_set, sample_trait_set
+from traitlab.evals.scoring import REWARD_TRAIT_SET_ARTIFACT, SCORES_ARTIFACT, TRAIT_SET_ARTIFACT
 from traitlab.evals.svg import (
     Interval,
     Markup,
@@ -44,11 +45,6 @@ from traitlab.evals.svg import (
 from traitlab.store import Store
 from traitlab.types import Dialogue, Message, TraitRatings, TraitSet
 
-SCORES_ARTIFACT = "scores"
-"""Artifact of an eval run: ``{"scorer": name, "scores": {dialogue_id: scalar}}`` (higher = more human)."""
-TRAIT_SET_ARTIFACT = "trait_set"
-"""The trait set an LLM judge rated the run on (JSON of a TraitSet); the reward's goes in the next one."""
-REWARD_TRAIT_SET_ARTIFACT = "reward_trait_set"
 AGGREGATOR_ARTIFACT = "aggregator"
 """Optional artifact: ``{"source", "weights": {trait_id: w}, "bias", "reliability": [...], "ece"}``."""
 AUDIT_ARTIFACT = "reward_audit"

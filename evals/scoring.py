@@ -19,10 +19,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from traitlab.evals.report import REWARD_TRAIT_SET_ARTIFACT, SCORES_ARTIFACT, TRAIT_SET_ARTIFACT
 from traitlab.registry import Reward, Scorer, ScoreResult, ScoringContext, as_reward, as_scorer, rewards, scorer
 from traitlab.store import Store
 from traitlab.types import Dialogue, TraitRatings, TraitSet
+
+SCORES_ARTIFACT = "scores"
+"""Artifact of an eval run: ``{"scorer": name, "scores": {dialogue_id: scalar}}`` (higher = more positive)."""
+TRAIT_SET_ARTIFACT = "trait_set"
+"""The trait set an LLM judge rated the run on (JSON of a TraitSet); the reward's goes in the next one."""
+REWARD_TRAIT_SET_ARTIFACT = "reward_trait_set"
+"""Written here, read by the report; kept here so loading the scorers (every command) never imports it."""
 
 REWARD_SCORER = "local-reward"
 """The default name the ``reward`` scorer stores its ratings and scores under."""
