@@ -49,7 +49,6 @@ AGGREGATOR_ARTIFACT = "aggregator"
 """Optional artifact: ``{"source", "weights": {trait_id: w}, "bias", "reliability": [...], "ece"}``."""
 AUDIT_ARTIFACT = "reward_audit"
 """JSON of a reward audit (``traitlab reward audit``); the report shows the newest one in the store."""
-N_BOOT = 1000
 ALPHA = 0.05
 TOP_MOVERS = 5
 EXCERPT_CHARS = 320
@@ -80,7 +79,7 @@ class TraitInfo(BaseModel):
 
 
 class JudgeProfile(BaseModel):
-    """One scorer's ratings of a run's dialogues, per trait, with bootstrap CIs of the mean."""
+    """One scorer's ratings of a run's dialogues, per trait, with Student-t CIs of the mean."""
 
     judge: str
     traits: list[TraitStat]
@@ -116,7 +115,8 @@ class RunView(BaseModel):
 
 
 class DeltaRow(BaseModel):
-    """``other - base`` for one trait (or the scalar score) of one scorer, Mann-Whitney p, BH q."""
+    """``other - base`` for one trait (or the scalar score) of one scorer: Welch CI and p, and q (BH across the
+    trait rows; the scalar is the primary comparison, a family of its own, so its q is its p)."""
 
     judge: str
     trait_id: str
@@ -251,7 +251,7 @@ class ReportPaths(BaseModel):
 # collecting ---------------------------------------------------------------------------------------------
 def _mean_stat(trait_id: str, values: Sequence[float]) -> TraitStat:
     v = np.asarray(values, dtype=float)
-    lo, hi = stats.bootstrap_ci(v, np.mean, n_boot=N_BOOT) if v.size > 1 else (float(v.mean()), float(v.mean()))
+    lo, hi = stats.mean_ci(v)
     return TraitStat(trait_id=trait_id, mean=float(v.mean()), lo=lo, hi=hi, n=int(v.size))
 
 
@@ -322,10 +322,9 @@ def _label_calibration(dialogues: Sequence[Dialogue], scores: dict[str, float], 
 
 def _delta(judge: str, trait_id: str, base: Sequence[float], other: Sequence[float]) -> DeltaRow:
     a, b = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
-    lo, hi = stats.bootstrap_ci((a, b), lambda x, y: float(y.mean() - x.mean()), n_boot=N_BOOT)
-    p = stats.mann_whitney_p(b, a)
+    diff, lo, hi, p = stats.welch(a, b)
     return DeltaRow(judge=judge, trait_id=trait_id, base_mean=float(a.mean()), other_mean=float(b.mean()),
-                    diff=float(b.mean() - a.mean()), lo=lo, hi=hi, p=p, q=p, significant=False)
+                    diff=diff, lo=lo, hi=hi, p=p, q=p, significant=p < ALPHA)
 
 
 def _scalar_judge(scorer: str | None) -> str:
@@ -333,7 +332,8 @@ def _scalar_judge(scorer: str | None) -> str:
 
 
 def compare_runs(store: Store, base: str, other: str) -> Comparison:
-    """Per-trait differences (other - base) for every scorer both runs share, BH-corrected across rows."""
+    """Per-trait differences (other - base) for every scorer both runs share (Welch), BH-corrected across the
+    trait rows; the scalar score, when both runs have one, comes first and is tested on its own."""
     rows = []
     ra, rb = _by_judge(store.ratings(base)), _by_judge(store.ratings(other))
     for judge in sorted(set(ra) & set(rb)):
@@ -342,13 +342,12 @@ def compare_runs(store: Store, base: str, other: str) -> Comparison:
             if a and b:
                 rows.append(_delta(judge, tid, a, b))
     sa, sb = (_optional_artifact(store, r, SCORES_ARTIFACT) for r in (base, other))
+    q = stats.bh_fdr([r.p for r in rows])
+    rows = [r.model_copy(update={"q": float(qi), "significant": bool(qi < ALPHA)}) for r, qi in zip(rows, q,
+                                                                                                strict=True)]
     if sa and sb and sa.get("scores") and sb.get("scores"):
         rows.insert(0, _delta(_scalar_judge(sa.get("scorer")), "score", list(sa["scores"].values()),
                               list(sb["scores"].values())))
-    if rows:
-        q = stats.bh_fdr([r.p for r in rows])
-        rows = [r.model_copy(update={"q": float(qi), "significant": bool(qi < ALPHA)}) for r, qi in zip(rows, q,
-                                                                                                    strict=True)]
     return Comparison(base=base, other=other, rows=rows)
 
 
@@ -705,7 +704,7 @@ def _sentences(h: Headline, trait: Callable[[str], object]) -> list[object]:
     what = "held-out reward score" if h.kind == "align" else f"{h.scorer} score" if h.scorer else None
     parts: list[object] = []
     if what and h.diff is not None:
-        q = f", BH q {h.q:.3g}" if h.q is not None else ""
+        q = f", p {h.q:.3g}" if h.q is not None else ""
         ci = (f"95% CI {_f(h.lo)} to {_f(h.hi)}" if h.lo is not None and math.isfinite(h.lo)
               else "no CI: fewer than two paired values")
         parts.append(f"Change in {what}: {h.diff:+.3f} ({ci}{q}). ")
@@ -902,7 +901,7 @@ def _run_section(run: RunView, name: str, T: _Traits, weights: dict[str, float])
         parts += [el("h3", "Trait profile: ", prof.judge),
                   interval_plot([T.interval(t, by[t].mean, by[t].lo, by[t].hi, strong=True) for t in ids],
                                 width=720, label_width=330,
-                                title=f"{prof.judge}: mean rating per trait, 95% bootstrap CI"),
+                                title=f"{prof.judge}: mean rating per trait, 95% t CI"),
                   T.table(["trait", "mean", "95% CI", "n"], ids, key,
                           lambda t, by=by: [_f(by[t].mean), f"[{_f(by[t].lo)}, {_f(by[t].hi)}]", by[t].n])]
     if run.high:

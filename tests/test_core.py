@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -105,3 +106,18 @@ def test_template_versions_and_missing_values(tmp_path):
         t.render()
     with pytest.raises(FileNotFoundError, match="versions"):
         load_template(tmp_path, "rate", 7)
+
+
+def test_welch_ci_and_p_agree_and_small_runs_get_wide_intervals():
+    from traitlab import stats
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        a, b = rng.normal(0, 1, rng.integers(2, 12)), rng.normal(rng.normal(0, 1), 1, rng.integers(2, 12))
+        diff, lo, hi, p = stats.welch(a, b)
+        assert lo <= diff <= hi
+        assert (lo > 0 or hi < 0) == (p < 0.05)  # one test: the CI excludes 0 exactly when p < 0.05
+    three = np.array([2.9, 3.0, 3.1])
+    lo, hi = stats.mean_ci(three)
+    assert hi - lo > 0.45  # t with 2 dof: 4.3 standard errors each side, where a bootstrap of 3 gives about 1.6
+    assert np.isnan(stats.welch([1.0], [2.0, 3.0])[1]) and stats.welch([1.0], [2.0, 3.0])[3] == 1.0

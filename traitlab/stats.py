@@ -71,6 +71,35 @@ def bh_fdr(pvalues: ArrayLike) -> np.ndarray:
     return out
 
 
+def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Student-t CI of a mean: honest at the small n of a quick eval run, where a percentile bootstrap of
+    3 values is far too narrow (nan with fewer than 2 values)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float("nan"), float("nan")
+    half = _st.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def welch(base: ArrayLike, other: ArrayLike, level: float = 0.95) -> tuple[float, float, float, float]:
+    """(other - base mean difference, CI low, CI high, two-sided p) of Welch's unequal-variance t-test.
+
+    CI and p come from one test, so a CI that excludes 0 always has p below 1 - level. With fewer than 2
+    values on a side there is no variance to test against: nan CI and p 1.
+    """
+    a, b = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
+    diff = float(b.mean() - a.mean()) if a.size and b.size else float("nan")
+    if a.size < 2 or b.size < 2:
+        return diff, float("nan"), float("nan"), 1.0
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff, 1.0 if diff == 0 else 0.0
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = _st.t.ppf(0.5 + level / 2, dof) * se
+    return diff, diff - float(half), diff + float(half), float(2 * _st.t.sf(abs(diff) / se, dof))
+
+
 def bootstrap_ci(values: ArrayLike | tuple[ArrayLike, ...], stat: Callable[..., float], *, n_boot: int = 1000,
                  level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of ``stat``; pass a tuple of arrays to resample each group independently."""
