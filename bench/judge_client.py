@@ -1,15 +1,20 @@
 """Judge-client throughput against the loopback OpenAI-compatible server, side by side with the raw SDK.
 
 For each concurrency (default 1/8/32/64) it makes the same number of structured calls (default 256, 100 ms
-each at the server) twice in one run: through traitlab's ``JudgeClient`` (LiteLLM + instructor + the DuckDB
-store, cache and retries on) and through a raw ``openai.AsyncOpenAI`` client under an ``asyncio.Semaphore``
-(JSON-schema tool call, parsed with pydantic, nothing stored). It prints calls/s for both, traitlab's ratio to
-raw, the ideal (concurrency / latency) and the client CPU per call (process time: less noisy than wall time on a
-shared machine), then re-runs the last traitlab set and prints how many provider calls
-the cached re-run made (the server's own count). The server runs in its own process, as a provider would, so it
-does not compete with the client for the GIL. Each set uses fresh request texts, so nothing is cached.
+each at the server) through traitlab's ``JudgeClient`` (the DuckDB store, cache and retries on) on each
+transport asked for (default ``auto``, which is the openai SDK fast path for this server, and ``litellm``:
+LiteLLM + instructor) and through a raw ``openai.AsyncOpenAI`` client under an ``asyncio.Semaphore`` (the same
+tool call, parsed with pydantic, nothing stored). Each set is run ``--repeat`` times (default 3), the clients
+in a rotating order, and the median is printed: calls/s for each, traitlab's ratio to raw, the ideal
+(concurrency / latency) and the client CPU per call (process time: less noisy than wall time on a shared
+machine). Then it re-runs the last traitlab set and prints how many provider calls the cached re-run made (the
+server's own count). The server runs in its own process, as a provider would, so it does not compete with the
+client for the GIL. Each run uses fresh request texts, so nothing is cached.
 
-    python bench/judge_client.py [--calls 256] [--latency 0.1] [--concurrency 1 8 32 64]
+    python bench/judge_client.py [--calls 256] [--latency 0.1] [--concurrency 1 8 32 64] [--repeat 3]
+                                 [--transport auto litellm]
+
+On a shared machine run it two or three times and note the load (``uptime``): the ratios move with it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import time
@@ -118,36 +124,52 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=256)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--transport", nargs="+", default=["auto", "litellm"], choices=["auto", "litellm", "openai"])
     args = ap.parse_args()
     server = ServerProcess(args.latency)
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
-            def make(concurrency: int) -> JudgeClient:
+            def make(concurrency: int, transport: str) -> JudgeClient:
                 return JudgeClient("openai/bench-judge", store=store, concurrency=concurrency,
-                                   api_base=server.base_url, api_key="sk-bench")
+                                   api_base=server.base_url, api_key="sk-bench", transport=transport)
 
-            make(1).call_many([Request(messages("warm-up", 0), Verdict)], progress=None)  # one-time setup
+            for t in args.transport:  # one-time setup (imports, cost map)
+                make(1, t).call_many([Request(messages(f"warm-up-{t}", 0), Verdict)], progress=None)
             timed_raw(server.base_url, "warm-up-raw", 1, 1)
+            names = [*args.transport, "raw"]
             for c in args.concurrency:
                 n = min(args.calls, 32) if c == 1 else args.calls  # one at a time at 100 ms: keep it short
-                t_s, t_cpu, t_failed = timed_traitlab(make(c), f"traitlab-c{c}", n)
-                r_s, r_cpu, r_failed = timed_raw(server.base_url, f"raw-c{c}", n, c)
-                rows.append((c, n, n / t_s, t_cpu / n, t_failed, n / r_s, r_cpu / n, r_failed))
+                runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
+                for r in range(args.repeat):
+                    for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
+                        tag = f"{name}-c{c}-r{r}"
+                        runs[name].append(timed_raw(server.base_url, tag, n, c) if name == "raw"
+                                          else timed_traitlab(make(c, name), tag, n))
+                rows.append((c, n, {name: (statistics.median(n / w for w, _, _ in v),
+                                           statistics.median(cpu / n for _, cpu, _ in v),
+                                           sum(f for _, _, f in v)) for name, v in runs.items()}))
             last = args.concurrency[-1]
             server.reset()
-            cached_s, _, cached_failed = timed_traitlab(make(last), f"traitlab-c{last}", args.calls)
+            cached_s, _, cached_failed = timed_traitlab(make(last, args.transport[0]),
+                                                        f"{args.transport[0]}-c{last}-r0", args.calls)
             cached_calls = server.total
     finally:
         server.stop()
-    print(f"server latency {args.latency * 1000:.0f} ms/call, structured calls (tool call + pydantic validation)")
-    print(f"{'conc':>5} {'calls':>6} {'traitlab/s':>11} {'raw/s':>8} {'ratio':>6} {'ideal/s':>8} "
-          f"{'cpu ms/call t':>14} {'raw':>5}  failed t/r")
-    for c, n, t, tcpu, tf, r, rcpu, rf in rows:
-        print(f"{c:>5} {n:>6} {t:>11.1f} {r:>8.1f} {t / r:>6.2f} {c / args.latency:>8.0f} "
-              f"{tcpu * 1000:>14.1f} {rcpu * 1000:>5.1f}  {tf}/{rf}")
-    print(f"cached re-run at {last}: {args.calls / cached_s:.1f} calls/s ({cached_failed} failed), "
-          f"provider calls made: {cached_calls}")
+    print(f"server latency {args.latency * 1000:.0f} ms/call, structured calls (tool call + pydantic validation), "
+          f"median of {args.repeat}")
+    print(f"{'conc':>5} {'calls':>6} {'ideal/s':>8} " + " ".join(f"{name + '/s':>11}" for name in names) + " "
+          + " ".join(f"{name + ' ratio':>13}" for name in args.transport) + "  cpu ms/call "
+          + "/".join(names) + "  failed")
+    for c, n, by in rows:
+        raw = by["raw"][0]
+        print(f"{c:>5} {n:>6} {c / args.latency:>8.0f} " + " ".join(f"{by[name][0]:>11.1f}" for name in names) + " "
+              + " ".join(f"{by[name][0] / raw:>13.2f}" for name in args.transport) + "  "
+              + "/".join(f"{by[name][1] * 1000:.1f}" for name in names) + "  "
+              + "/".join(str(by[name][2]) for name in names))
+    print(f"cached re-run at {last} ({args.transport[0]}): {args.calls / cached_s:.1f} calls/s "
+          f"({cached_failed} failed), provider calls made: {cached_calls}")
 
 
 if __name__ == "__main__":

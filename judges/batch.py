@@ -25,7 +25,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import instructor
 import litellm
 from pydantic import BaseModel, ValidationError
 
@@ -160,7 +159,7 @@ class _Batcher:
         body.update(model=self.bare_model, messages=msgs)
         if schema is not None:
             name = schema.__name__
-            if self.client.mode in (instructor.Mode.JSON_SCHEMA, instructor.Mode.JSON, instructor.Mode.MD_JSON):
+            if self.client.structured_mode in ("json_schema", "json", "md_json"):
                 body["response_format"] = {"type": "json_schema",
                                            "json_schema": {"name": name, "schema": schema_json(schema)}}
             else:

@@ -1,8 +1,11 @@
 """The judge client: the one place that turns (messages, pydantic schema, model, params) into a validated object.
 
-Every request goes through LiteLLM (any provider string: ``openai/...``, ``anthropic/...``, vLLM/Ollama servers,
-the offline ``local/...`` provider) and, when a schema is given, through instructor, which validates the answer
-and re-asks on a schema violation. Around that this module owns the policy LiteLLM and instructor leave open:
+A request goes over one of two transports (``transport=auto|litellm|openai``): LiteLLM (any provider string:
+``openai/...``, ``anthropic/...``, vLLM/Ollama servers, the offline ``local/...`` provider), with instructor
+validating a schema's answer and re-asking on a violation; or, for an OpenAI-compatible server, the openai SDK
+directly with :mod:`traitlab.judges.structured` doing the same (:mod:`traitlab.judges.transport`; ``auto``
+picks it for ``openai/``/``hosted_vllm/`` models with an ``api_base``). Around either this module owns the
+policy the libraries leave open:
 
 - bounded concurrency (one semaphore per event loop) and transport retries with exponential backoff that honour
   the provider's ``Retry-After`` (LiteLLM's own retries are switched off so there is one policy, here);
@@ -26,9 +29,11 @@ Provider settings (``api_base``, ``api_key_env``, ``timeout_s``, ``concurrency``
 constructor's; :mod:`traitlab.judges.provider` turns CLI/YAML options into them and checks credentials up front.
 Provider batch APIs (half price) go through :mod:`traitlab.judges.batch` with the same hashes and records.
 
-Per-call CPU is kept near the SDK's: one instructor client per JudgeClient, cache lookups for a whole
-``call_many`` in one query, batched store writes, and LiteLLM's message redaction off (traitlab registers no
-LiteLLM callbacks, so there is no log to redact; secrets are scrubbed from log records by ``_RedactSecrets``).
+Per-call CPU is kept near the SDK's: the fast transport where it applies, one instructor client per JudgeClient
+on the LiteLLM path, cache lookups for a whole ``call_many`` in one query, batched store writes, and LiteLLM's
+message redaction off (traitlab registers no LiteLLM callbacks, so there is no log to redact; secrets are
+scrubbed from log records by ``_RedactSecrets``). LiteLLM and instructor are imported only by a client that
+uses them, so a run on the fast path never pays their import.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import threading
 import time
 import uuid
@@ -51,12 +57,11 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import instructor
-import litellm
-from instructor.core.exceptions import InstructorRetryException
 from pydantic import BaseModel, ValidationError
 
 from traitlab.aio import run_sync
+from traitlab.judges import structured
+from traitlab.judges.transport import OpenAITransport, choose
 from traitlab.store import CallRecord, Store, is_secret_name
 
 T = TypeVar("T")
@@ -67,13 +72,9 @@ MAX_RETRY_AFTER_S = 120.0
 _UNHASHED = {"timeout", "num_retries", "max_retries", "input_cost_per_token", "output_cost_per_token",
              "metadata"}
 
-# Retry policy lives here (LiteLLM's own retries off); no banners on errors. Message redaction stays off: it
-# deep-copies every request for logging callbacks, and traitlab registers none.
-litellm.suppress_debug_info = True
-litellm.num_retries = 0
-STRUCTURED_MODES: dict[str, instructor.Mode] = {
-    "tools": instructor.Mode.TOOLS, "json_schema": instructor.Mode.JSON_SCHEMA,
-    "json": instructor.Mode.JSON, "md_json": instructor.Mode.MD_JSON}
+STRUCTURED_MODES = structured.MODES
+# the instructor.Mode of each structured mode (by member name: instructor is imported only when used)
+_INSTRUCTOR_MODES = {"tools": "TOOLS", "json_schema": "JSON_SCHEMA", "json": "JSON", "md_json": "MD_JSON"}
 FLUSH_S = 0.25
 FLUSH_MAX = 256
 # The _Attempts of the call being made: instructor's one client per JudgeClient sends through it.
@@ -212,27 +213,30 @@ class _Attempts:
         while True:
             self.attempts += 1
             try:
-                response = await client.timed(litellm.acompletion(**sent))
+                response, cost = await client.timed(client._transport.complete(sent))
             except Exception as e:  # every provider error goes through the retry decision
                 if retry == client.max_retries or not _retryable(e):
                     raise
                 await asyncio.sleep(client.backoff(retry, e))
                 retry += 1
                 continue
-            self._count(response)
+            self._count(response, cost)
             return response
 
-    def _count(self, response: Any) -> None:
+    def _count(self, response: Any, cost: float) -> None:
         self.last = response
         usage = getattr(response, "usage", None)
         self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
         self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-        self.cost += _response_cost(response)
+        self.cost += cost
 
 
 def _retryable(e: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx are worth another try; 4xx and bad params are not."""
-    if isinstance(e, TimeoutError | litellm.Timeout | litellm.APIConnectionError):
+    """Timeouts, connection errors, 408/409/429 and 5xx are worth another try; 4xx and bad params are not.
+    (LiteLLM's Timeout and APIConnectionError subclass the openai SDK's, so one check covers both paths.)"""
+    import openai
+
+    if isinstance(e, TimeoutError | openai.APIConnectionError):
         return True
     status = getattr(e, "status_code", None)
     return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
@@ -259,16 +263,44 @@ def retry_after_s(e: BaseException) -> float | None:
         return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
-def _response_cost(response: Any) -> float:
-    """LiteLLM's cost for one response (it prices it from its cost map or custom per-token prices); 0 if unknown."""
-    hidden = getattr(response, "_hidden_params", None) or {}
-    return float(hidden.get("response_cost") or 0.0)
+class _LiteLLMTransport:
+    """The general path: ``litellm.acompletion`` for any provider, instructor for schemas. Priced by LiteLLM
+    (its cost map or custom per-token prices; 0 if unknown)."""
+
+    def __init__(self, model: str, mode: Any):
+        import instructor
+        import litellm
+
+        _configure_litellm()
+        _price_unmapped(model)
+        self.acompletion = litellm.acompletion
+        self.instructor = instructor.from_litellm(_send_current, mode=mode)
+
+    async def complete(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
+        response = await self.acompletion(**kwargs)
+        hidden = getattr(response, "_hidden_params", None) or {}
+        return response, float(hidden.get("response_cost") or 0.0)
+
+    async def aclose(self) -> None:
+        """LiteLLM keeps its own clients."""
+
+
+@functools.cache
+def _configure_litellm() -> None:
+    """Retry policy lives here (LiteLLM's own retries off); no banners on errors. Message redaction stays off:
+    it deep-copies every request for logging callbacks, and traitlab registers none."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.num_retries = 0
 
 
 @functools.cache
 def _price_unmapped(model: str) -> None:
     """Register a model missing from LiteLLM's cost map at zero cost (what it records anyway): LiteLLM prices
     every response, and for an unmapped model it searches a dozen fallback names each time first."""
+    import litellm
+
     try:
         litellm.get_model_info(model)
     except Exception:
@@ -365,9 +397,11 @@ class JudgeClient:
     (the name of the environment variable holding the key: the key is read once and never recorded),
     ``timeout_s`` (per request; for ``local/`` models counted from when the model is free), ``structured_mode``
     (``tools|json_schema|json|md_json``: how the schema is asked for; default tools, the local provider brings
-    its own; ``instructor_mode`` takes an ``instructor.Mode`` directly), ``batch`` (``call_many`` through the
-    provider's batch API). An unset ``api_key_env`` variable raises
-    :class:`~traitlab.judges.provider.ProviderError` here, before any call.
+    its own; ``instructor_mode`` takes an ``instructor.Mode`` directly, on the LiteLLM path), ``transport``
+    (``auto|litellm|openai``, None: ``$TRAITLAB_TRANSPORT`` or auto; :mod:`traitlab.judges.transport`),
+    ``batch`` (``call_many`` through the provider's batch API). An unset ``api_key_env`` variable, an unknown
+    mode or a transport that cannot reach the model raises :class:`~traitlab.judges.provider.ProviderError`
+    here, before any call.
     """
 
     backoff_base_s = 0.5
@@ -376,8 +410,8 @@ class JudgeClient:
     def __init__(self, model: str, *, store: Store | None = None, run_id: str | None = None, concurrency: int = 8,
                  max_retries: int = 4, validation_retries: int = 2, timeout_s: float = 60,
                  budget_usd: float | None = None, api_base: str | None = None, api_key_env: str | None = None,
-                 structured_mode: str | None = None, batch: bool = False, batch_poll_s: float = 30.0,
-                 flush_s: float = FLUSH_S, **params: Any):
+                 structured_mode: str | None = None, transport: str | None = None, batch: bool = False,
+                 batch_poll_s: float = 30.0, flush_s: float = FLUSH_S, **params: Any):
         from traitlab.judges.provider import ProviderError, check_credentials
 
         if structured_mode is not None and structured_mode not in STRUCTURED_MODES:
@@ -398,17 +432,32 @@ class JudgeClient:
         self.flush_s = flush_s
         self.batch = batch
         self.batch_poll_s = batch_poll_s
-        self.params = params
-        mode = params.pop("instructor_mode", None) or (STRUCTURED_MODES[structured_mode] if structured_mode else None)
         self.local = model.startswith("local/")
         if self.local:  # imported lazily: the local provider brings torch
             from traitlab.judges.local import INSTRUCTOR_MODE, register_local_provider
 
             register_local_provider()
-            mode = mode or INSTRUCTOR_MODE
-        self.mode: instructor.Mode = mode or instructor.Mode.TOOLS
-        _price_unmapped(model)
-        self._instructor = instructor.from_litellm(_send_current, mode=self.mode)
+            if structured_mode is None:
+                params.setdefault("instructor_mode", INSTRUCTOR_MODE)
+        try:
+            self.transport = choose(transport, model, params, "instructor_mode" not in params)
+        except ValueError as e:
+            raise ProviderError(str(e)) from None
+        mode = params.pop("instructor_mode", None)
+        names = {v: k for k, v in _INSTRUCTOR_MODES.items()}
+        self.structured_mode: str | None = (
+            structured_mode or (names.get(getattr(mode, "name", "")) if mode is not None else "tools"))
+        """The structured mode's name; None for an instructor mode outside the four (LiteLLM path only)."""
+        self.params = params
+        self._transport: OpenAITransport | _LiteLLMTransport
+        if self.transport == "openai":
+            self._transport = OpenAITransport(model, api_base=params.get("api_base"),
+                                              api_key=self.api_key or params.get("api_key"))
+        else:
+            import instructor
+
+            self._transport = _LiteLLMTransport(
+                model, mode or getattr(instructor.Mode, _INSTRUCTOR_MODES[self.structured_mode or "tools"]))
         self._secrets = secret_values(params) | ({self.api_key} if self.api_key else set())
         self.spent_usd = store.run_cost(run_id) if store is not None and run_id is not None else 0.0
         self._log = _CallLog(store) if store is not None else None
@@ -522,6 +571,7 @@ class JudgeClient:
                 return list(await asyncio.gather(*(one(*p) for p in prepared)))
             finally:
                 await self.aflush()
+                await self._transport.aclose()  # call_many owns its event loop: its connections end with it
 
     def _cached(self, key: str, schema: type[BaseModel] | None,
                 stored: dict[str, CallRecord] | None) -> CallOutcome | None:
@@ -607,15 +657,33 @@ class JudgeClient:
         if schema is None:
             response = await tries.send(**kwargs)
             return response.choices[0].message.content, response
+        if isinstance(self._transport, OpenAITransport):
+            return await self._ask_structured(tries, kwargs, schema)
         token = _ATTEMPTS.set(tries)
         try:
-            value, raw = await self._instructor.create_with_completion(
+            value, raw = await self._transport.instructor.create_with_completion(
                 response_model=schema, max_retries=self.validation_retries, **kwargs)
         finally:
             _ATTEMPTS.reset(token)
         # instructor answers with an instance of its own subclass of ``schema``; callers compare and pickle the
         # schema they asked for, so hand back exactly that class
         return schema.model_validate(value.model_dump()), raw
+
+    async def _ask_structured(self, tries: _Attempts, kwargs: dict[str, Any], schema: type[BaseModel]
+                              ) -> tuple[Any, Any]:
+        """The fast path's schema round trip: ask in the structured mode, validate, re-ask with the errors."""
+        mode = self.structured_mode or "tools"
+        messages = structured.messages_for(kwargs.pop("messages"), schema, mode)
+        kwargs = {**kwargs, **structured.request_params(schema, mode)}
+        for attempt in range(self.validation_retries + 1):
+            response = await tries.send(**kwargs, messages=messages)
+            try:
+                return structured.parse(response, schema, mode), response
+            except ValueError as e:  # pydantic's ValidationError is a ValueError
+                if attempt == self.validation_retries:
+                    raise structured.SchemaError(e) from e
+                messages = structured.reask(messages, response, e, mode)
+        raise AssertionError("unreachable")
 
 
 async def _send_current(**kwargs: Any) -> Any:
@@ -625,8 +693,13 @@ async def _send_current(**kwargs: Any) -> Any:
 
 def _describe(e: BaseException, attempts: int) -> str:
     """Error text for the store: the root cause (instructor wraps provider errors) and how many requests it took."""
-    if isinstance(e, InstructorRetryException):
-        cause = e.__cause__ if e.__cause__ is not None else e
-        kind = "schema validation failed" if e.failed_attempts else "provider error"
-        return f"{kind} after {attempts} request(s): {type(cause).__name__}: {cause}"
+    if isinstance(e, structured.SchemaError):
+        return f"schema validation failed after {attempts} request(s): {type(e.cause).__name__}: {e.cause}"
+    if "instructor" in sys.modules:
+        from instructor.core.exceptions import InstructorRetryException
+
+        if isinstance(e, InstructorRetryException):
+            cause = e.__cause__ if e.__cause__ is not None else e
+            kind = "schema validation failed" if e.failed_attempts else "provider error"
+            return f"{kind} after {attempts} request(s): {type(cause).__name__}: {cause}"
     return f"provider error after {attempts} request(s): {type(e).__name__}: {e}"

@@ -1,9 +1,10 @@
 """Provider settings shared by every command and suite that calls a model, and the credential check.
 
 ``ProviderOptions`` is what a user sets (``--api-base``, ``--api-key-env``, ``--timeout``, ``--concurrency``,
-``--structured-mode`` on the CLI, the same keys under ``provider:`` in suite YAML); ``client_kwargs()`` turns it
-into :class:`~traitlab.judges.client.JudgeClient` arguments. The key itself is never an option: only the *name*
-of the environment variable that holds it, so it stays off the command line, the shell history and the store.
+``--structured-mode``, ``--transport`` on the CLI, the same keys under ``provider:`` in suite YAML);
+``client_kwargs()`` turns it into :class:`~traitlab.judges.client.JudgeClient` arguments. The key itself is
+never an option: only the *name* of the environment variable that holds it, so it stays off the command line,
+the shell history and the store.
 
 This module imports neither LiteLLM nor instructor, so a command's ``--help`` stays fast.
 """
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 StructuredMode = Literal["tools", "json_schema", "json", "md_json"]
+Transport = Literal["auto", "litellm", "openai"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -39,6 +41,8 @@ class ProviderOptions(BaseModel):
     concurrency: int | None = Field(None, ge=1, description="requests in flight at once")
     structured_mode: StructuredMode | None = Field(
         None, description="how a schema is asked for: tool call, JSON-schema response format, JSON, JSON in markdown")
+    transport: Transport | None = Field(
+        None, description="litellm, openai (the SDK straight to an OpenAI-compatible server) or auto")
 
     def client_kwargs(self) -> dict[str, Any]:
         """The set fields as JudgeClient keyword arguments (``timeout`` -> ``timeout_s``)."""
@@ -55,6 +59,13 @@ class ProviderOptions(BaseModel):
         e.g. a suite's, which may carry ``api_key``/``api_base``/``mock_response``)."""
         given = {**(params or {}), **({"api_base": self.api_base} if self.api_base else {})}
         check_credentials(model, given, self.api_key_env)
+        if self.transport is not None:
+            from traitlab.judges.transport import choose
+
+            try:
+                choose(self.transport, model, given)
+            except ValueError as e:
+                raise ProviderError(str(e)) from None
 
 
 def check_credentials(model: str, params: Mapping[str, Any], api_key_env: str | None, *,
@@ -84,11 +95,11 @@ def check_credentials(model: str, params: Mapping[str, Any], api_key_env: str | 
 
 
 def provider_options(func: F) -> F:
-    """Give a typer command the five provider flags; it receives them as one ``provider: ProviderOptions``.
+    """Give a typer command the six provider flags; it receives them as one ``provider: ProviderOptions``.
 
     The command's own ``provider`` parameter is replaced by ``--api-base --api-key-env --timeout --concurrency
-    --structured-mode`` (a flag the command already has, e.g. eval's ``--concurrency``, stays the command's);
-    bad values end the command with exit code 2 before anything runs.
+    --structured-mode --transport`` (a flag the command already has, e.g. eval's ``--concurrency``, stays the
+    command's); bad values end the command with exit code 2 before anything runs.
     """
     import typer
     from pydantic import ValidationError
@@ -103,6 +114,8 @@ def provider_options(func: F) -> F:
         "concurrency": Annotated[int | None, typer.Option(help="requests in flight at once")],
         "structured_mode": Annotated[StructuredMode | None, typer.Option(
             help="schema via tool call (tools), response_format json_schema, json or md_json")],
+        "transport": Annotated[Transport | None, typer.Option(
+            help="auto (openai SDK for openai/, hosted_vllm/ models at a server; else LiteLLM), litellm, openai")],
     }
     signature = inspect.signature(func, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "provider"]
