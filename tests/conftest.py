@@ -26,3 +26,11 @@ def store(tmp_path):
 
     with Store(tmp_path / "t.duckdb") as s:
         yield s
+
+
+@pytest.fixture(params=["litellm", "auto"])
+def transport(request, monkeypatch):
+    """Run a judge-client test over both transports: LiteLLM (+ instructor), and ``auto``, which takes the
+    openai SDK fast path for the loopback server (``$TRAITLAB_TRANSPORT`` reaches subprocesses too)."""
+    monkeypatch.setenv("TRAITLAB_TRANSPORT", request.param)
+    return request.param

@@ -1,4 +1,5 @@
-"""The judge client on its real path: LiteLLM's openai provider talking HTTP to a scripted loopback server."""
+"""The judge client on its real path, HTTP to a scripted loopback server, over both transports (``transport``
+fixture: LiteLLM's openai provider, and the openai SDK fast path that ``auto`` picks for this server)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Verdict(BaseModel):
 
 
 @pytest.fixture
-def server():
+def server(transport):
     srv = LoopbackServer().start()
     yield srv
     srv.stop()
@@ -192,7 +193,7 @@ class RunnerVerdict(BaseModel):  # the runner's Verdict for the in-process rerun
     reason: str
 
 
-def test_killed_run_resumes_without_lost_or_duplicated_calls(tmp_path):
+def test_killed_run_resumes_without_lost_or_duplicated_calls(tmp_path, transport):
     """A subprocess makes 40 calls (concurrency 4, 100 ms each); SIGKILL mid-run (after 24 were sent, so that
     batched writes have flushed some); the rerun completes the rest."""
     srv = LoopbackServer(latency_s=0.1).start()

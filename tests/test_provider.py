@@ -1,4 +1,4 @@
-"""Provider settings on the real path (LiteLLM -> loopback server): api_base, api_key_env, timeout,
+"""Provider settings on the real path (LiteLLM or the openai SDK fast path -> loopback server): api_base, api_key_env, timeout,
 structured mode, the credential check before the first call, and the shared CLI/YAML options."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def ask(text: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def schema_only():
+def schema_only(transport):
     srv = LoopbackServer(tools=False).start()
     yield srv
     srv.stop()
@@ -51,7 +51,7 @@ def test_unknown_structured_mode_is_refused():
         JudgeClient("openai/m", api_key="k", structured_mode="xml")
 
 
-def test_timeout_ends_a_hanging_call_as_a_recorded_failure(store):
+def test_timeout_ends_a_hanging_call_as_a_recorded_failure(store, transport):
     srv = LoopbackServer().start()
     try:
         c = JudgeClient("openai/m", store=store, run_id="t", api_base=srv.base_url, api_key="k", timeout_s=0.5,
@@ -66,7 +66,7 @@ def test_timeout_ends_a_hanging_call_as_a_recorded_failure(store):
     assert store.sql("SELECT attempts, error IS NOT NULL FROM calls WHERE run_id = 't'") == [(2, True)]
 
 
-def test_api_key_env_is_sent_but_never_stored(monkeypatch, tmp_path):
+def test_api_key_env_is_sent_but_never_stored(monkeypatch, tmp_path, transport):
     monkeypatch.setenv("MY_JUDGE_KEY", KEY)
     srv = LoopbackServer().start()
     try:

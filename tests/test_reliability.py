@@ -22,8 +22,9 @@ PLANTED = "sk-planted-0123456789abcdef"
 
 
 @pytest.fixture
-def loopback(monkeypatch):
-    """An OpenAI-compatible server on 127.0.0.1; ``openai/...`` judges reach it through LiteLLM's env."""
+def loopback(monkeypatch, transport):
+    """An OpenAI-compatible server on 127.0.0.1; ``openai/...`` judges reach it through LiteLLM's env (on
+    both transports: ``auto`` takes the openai SDK fast path for a server named by ``OPENAI_API_BASE``)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from loopback_server import LoopbackServer
 
