@@ -2,10 +2,12 @@
 
 :func:`evaluate` is the library function (``traitlab eval`` calls it). Generation runs on one event loop:
 every planned conversation is a task, up to ``concurrency`` of them in flight, each advancing turn by turn on
-its own (a slow conversation holds up no other), and each finished conversation is written to the store the
-moment it ends. A run started again with the same ``run_id`` plans the same conversations, skips the ones
-stored and scores only what is unscored; model calls are cached by the client as well, so a kill mid-run
-loses no finished conversation and pays for no call twice.
+its own (a slow conversation holds up no other), and each finished conversation is written to the store as
+soon as it ends: one write in flight at a time, holding every conversation that finished meanwhile (32
+conversations ending together cost one or two store transactions, not 32). A run started again with the
+same ``run_id`` plans the same conversations, skips the ones stored and scores only what is unscored; model
+calls are cached by the client as well, so a kill mid-run loses no finished conversation and pays for no call
+twice.
 
 What lands in the store (run kind ``eval``): the dialogues (the model speaks as the scenario's target role),
 then what each scorer says (layout in :mod:`traitlab.evals.scoring`), and a summary on the run.
@@ -123,13 +125,16 @@ def _context(suite: Suite, model: ChatModel, data_dir: Path | None, chat_model: 
 async def generate(scenario: Scenario, conversations: Sequence[Conversation], ctx: ScenarioContext, *,
                    concurrency: int = DEFAULT_CONCURRENCY, on_done: Any = None, progress: bool = True
                    ) -> tuple[list[Dialogue], dict[str, str]]:
-    """Have ``conversations`` with up to ``concurrency`` in flight; ``on_done(dialogue)`` (sync, run in a
-    thread) is called as each one finishes. Returns the dialogues and ``{id: error}`` of the failed ones."""
+    """Have ``conversations`` with up to ``concurrency`` in flight; ``on_done(dialogues)`` (sync, run in a
+    thread, one call at a time) gets the conversations finished since its last call, as soon as the previous
+    call returns. Returns the dialogues and ``{id: error}`` of the failed ones; an exception of ``on_done``
+    ends the run with it."""
     from rich.progress import Progress
 
     gate = asyncio.Semaphore(concurrency)
     done: list[Dialogue] = []
     failed: dict[str, str] = {}
+    writer = _Writer(on_done)
     target = scenario.roles[1]
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task(f"conversations ({ctx.model.name} as {target})", total=len(conversations))
@@ -141,13 +146,45 @@ async def generate(scenario: Scenario, conversations: Sequence[Conversation], ct
                 except (GenerationError, ValueError) as e:  # ValueError: a dialogue in which the model never spoke
                     failed[c.id] = str(e)
                 else:
-                    if on_done is not None:
-                        await asyncio.to_thread(on_done, d)
+                    writer.add(d)
                     done.append(d)
                 bar.advance(task)
 
-        await asyncio.gather(*(one(c) for c in conversations))
+        try:
+            await asyncio.gather(*(one(c) for c in conversations))
+        finally:
+            await writer.drain()
     return done, failed
+
+
+class _Writer:
+    """Hands finished dialogues to ``write`` in a thread: one call in flight, the next takes all that waited."""
+
+    def __init__(self, write: Any):
+        self.write = write
+        self.pending: list[Dialogue] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, dialogue: Dialogue) -> None:
+        if self.write is None:
+            return
+        self.pending.append(dialogue)
+        if self.task is None or self.task.done():
+            if self.task is not None:
+                self.task.result()  # a failed write ends the run
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await asyncio.to_thread(self.write, batch)
+
+    async def drain(self) -> None:
+        """Wait until everything added is written (raises what a write raised)."""
+        if self.task is not None:
+            await self.task
+        if self.pending:  # added after the last write began, while it was finishing
+            await self._run()
 
 
 
@@ -207,9 +244,9 @@ def _evaluate(suite: Suite, scenario: Scenario, scorers: list[Any], model: str, 
     todo = [c for c in scenario.plan(n, ctx) if c.id not in stored]
     with track(f"{suite.name}: conversations", len(todo)) as bar:
 
-        def saved(d: Dialogue) -> None:
-            store.add_dialogues(run_id, [d])
-            bar.advance()
+        def saved(batch: list[Dialogue]) -> None:
+            store.add_dialogues(run_id, batch)
+            bar.advance(len(batch))
 
         done, failed = run_sync(generate(scenario, todo, ctx, concurrency=concurrency, on_done=saved))
     dialogues = store.dialogues(run_id)

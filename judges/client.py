@@ -30,7 +30,8 @@ constructor's; :mod:`traitlab.judges.provider` turns CLI/YAML options into them 
 Provider batch APIs (half price) go through :mod:`traitlab.judges.batch` with the same hashes and records.
 
 Per-call CPU is kept near the SDK's: the fast transport where it applies, one instructor client per JudgeClient
-on the LiteLLM path, cache lookups for a whole ``call_many`` in one query, batched store writes, and LiteLLM's
+on the LiteLLM path, cache lookups for a whole ``call_many`` in one query (and for the ``acall``s that arrive
+together, as the conversations of an eval take their turns), batched store writes, and LiteLLM's
 message redaction off (traitlab registers no LiteLLM callbacks, so there is no log to redact; secrets are
 scrubbed from log records by ``_RedactSecrets``). LiteLLM and instructor are imported only by a client that
 uses them, so a run on the fast path never pays their import.
@@ -281,9 +282,6 @@ class _LiteLLMTransport:
         hidden = getattr(response, "_hidden_params", None) or {}
         return response, float(hidden.get("response_cost") or 0.0)
 
-    async def aclose(self) -> None:
-        """LiteLLM keeps its own clients."""
-
 
 @functools.cache
 def _configure_litellm() -> None:
@@ -348,6 +346,8 @@ class _LoopState:
     semaphore: asyncio.Semaphore
     inflight: dict[str, asyncio.Future[CallOutcome]] = field(default_factory=dict)
     flusher: asyncio.Task[None] | None = None
+    lookups: dict[str, list[asyncio.Future[CallRecord | None]]] = field(default_factory=dict)
+    looker: asyncio.Task[None] | None = None
 
 
 class _CallLog:
@@ -528,8 +528,7 @@ class JudgeClient:
             async with state.semaphore:
                 hit = None
                 if stored is None and self.store is not None:
-                    record = await asyncio.to_thread(self.store.cached_call, key)
-                    hit = self._outcome(record, schema)
+                    hit = self._outcome(await self._lookup(key), schema)
                 outcome = hit or await self._provider_call(key, msgs, schema, prompt_id, merged)
             future.set_result(outcome)
             return outcome
@@ -538,6 +537,35 @@ class JudgeClient:
             raise
         finally:
             del state.inflight[key]
+
+    async def _lookup(self, key: str) -> CallRecord | None:
+        """The store's answer to one request, looked up together with every other request of this loop that
+        asks meanwhile (one query, in a thread, for the calls of many conversations taking a turn at once)."""
+        state = self._loop_state()
+        future: asyncio.Future[CallRecord | None] = asyncio.get_running_loop().create_future()
+        state.lookups.setdefault(key, []).append(future)
+        if state.looker is None or state.looker.done():
+            state.looker = asyncio.get_running_loop().create_task(self._run_lookups(state))
+        return await future
+
+    async def _run_lookups(self, state: _LoopState) -> None:
+        assert self.store is not None
+        while state.lookups:
+            batch, state.lookups = state.lookups, {}
+            try:
+                found = await asyncio.to_thread(self.store.cached_calls, list(batch))
+            except BaseException as e:  # every waiting call gets the store's error
+                for futures in batch.values():
+                    for f in futures:
+                        if not f.done():
+                            f.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for k, futures in batch.items():
+                for f in futures:
+                    if not f.done():
+                        f.set_result(found.get(k))
 
     def call_many(self, requests: Sequence[Request], progress: str | None = "calls") -> list[CallOutcome]:
         """All ``requests`` with bounded concurrency, in order; progress (:mod:`traitlab.progress`) unless None.
@@ -571,7 +599,6 @@ class JudgeClient:
                 return list(await asyncio.gather(*(one(*p) for p in prepared)))
             finally:
                 await self.aflush()
-                await self._transport.aclose()  # call_many owns its event loop: its connections end with it
 
     def _cached(self, key: str, schema: type[BaseModel] | None,
                 stored: dict[str, CallRecord] | None) -> CallOutcome | None:
@@ -643,12 +670,14 @@ class JudgeClient:
             state.flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
+        """Until nothing is pending: wait ``flush_s``, write (records that finished during a write go next)."""
         try:
-            await asyncio.sleep(self.flush_s)
+            while self._log is not None and self._log.pending:
+                await asyncio.sleep(self.flush_s)
+                await self.aflush()
         except asyncio.CancelledError:  # the loop is shutting down: write now, synchronously
             self.flush()
             raise
-        await self.aflush()
 
     async def _ask(self, tries: _Attempts, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
                    params: dict[str, Any]) -> tuple[Any, Any]:

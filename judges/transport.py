@@ -111,6 +111,16 @@ def cost(model: str, usage: Any, params: dict[str, Any]) -> float:
     return (prompt - cached) * p_in + cached * p_cached + completion * p_out
 
 
+async def _close_at_shutdown(client: Any) -> None:
+    """Close ``client`` when its event loop shuts down (``asyncio.run`` cancels this task while the loop still
+    runs), so its connections are not left to a garbage collector that would close them on a dead loop."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await client.close()
+        raise
+
+
 class OpenAITransport:
     """One ``AsyncOpenAI`` per event loop (its connection pool belongs to the loop), the SDK's retries off."""
 
@@ -121,22 +131,19 @@ class OpenAITransport:
                                          None)
         self.api_key = api_key or next((os.environ[v] for v in _KEY_VARS[self.provider] if os.environ.get(v)),
                                        None) or "none"  # a local server needs no key; the SDK insists on one
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        # per loop: the client and the task that closes it when the loop shuts down
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Task[None]]] = (
+            weakref.WeakKeyDictionary())
 
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        held = self._clients.get(loop)
+        if held is None:
             from openai import AsyncOpenAI
 
-            client = self._clients[loop] = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
-        return client
-
-    async def aclose(self) -> None:
-        """Close this loop's client (its connections); the next call on the loop opens a new one."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+            client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+            held = self._clients[loop] = (client, loop.create_task(_close_at_shutdown(client)))
+        return held[0]
 
     async def complete(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
         """One chat completion for LiteLLM-style ``kwargs``, and its price.

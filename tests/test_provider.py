@@ -1,5 +1,5 @@
-"""Provider settings on the real path (LiteLLM or the openai SDK fast path -> loopback server): api_base, api_key_env, timeout,
-structured mode, the credential check before the first call, and the shared CLI/YAML options."""
+"""Provider settings on the real path (LiteLLM or the openai SDK fast path -> loopback server): api_base,
+api_key_env, timeout, structured mode, the credential check before the first call, and the shared CLI/YAML options."""
 
 from __future__ import annotations
 
