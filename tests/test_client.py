@@ -120,6 +120,24 @@ def test_identical_run_is_served_from_the_store(server, store):
     assert [o.call_id for o in second] == [o.call_id for o in first]
 
 
+def test_acalls_arriving_together_are_looked_up_in_one_query(server, store, monkeypatch):
+    requests = [Request(ask(f"turn {i}")) for i in range(10)]
+    first = client(server, store).call_many(requests, progress=None)
+    server.reset()
+    queries: list[int] = []
+    looked_up = store.cached_calls
+    monkeypatch.setattr(store, "cached_calls", lambda keys: queries.append(len(keys)) or looked_up(keys))
+    monkeypatch.setattr(store, "cached_call", lambda key: pytest.fail("one query per call"))
+    again = client(server, store)
+
+    async def turns() -> list[CallOutcome]:  # as the conversations of an eval take a turn at once
+        return list(await asyncio.gather(*(again.acall(r.messages) for r in requests)))
+
+    outs = asyncio.run(turns())
+    assert server.total == 0 and all(o.cached for o in outs) and [o.value for o in outs] == [o.value for o in first]
+    assert sum(queries) == 10 and len(queries) <= 2
+
+
 def test_identical_requests_in_flight_are_sent_once(server, store):
     server.latency_s = 0.2
     outs = client(server, store).call_many([Request(ask("same"), Verdict)] * 3)

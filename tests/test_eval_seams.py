@@ -241,6 +241,30 @@ def test_generation_keeps_every_conversation_in_flight(tmp_path):
     assert capped.peak == 4
 
 
+def test_conversations_finishing_during_a_write_go_in_the_next_one(tmp_path):
+    from traitlab.evals.generate import generate
+
+    suite = load_suite(_suite(tmp_path, 'scripted: {lines: ["1", "2"]}'))
+    ctx = ScenarioContext(model=_Slow(0.02), name="s", turns=2, system_prompt="x")
+    scenario = suite.build_scenario()
+    convs = scenario.plan(20, ctx)
+    batches: list[list[str]] = []
+
+    def write(batch: list) -> None:
+        batches.append([d.id for d in batch])
+        time.sleep(0.05)  # a store transaction
+
+    done, _ = asyncio.run(generate(scenario, convs, ctx, concurrency=20, on_done=write, progress=False))
+    assert sorted(i for b in batches for i in b) == sorted(d.id for d in done) == sorted(c.id for c in convs)
+    assert len(batches) <= 4  # 20 conversations ending together: a few writes, not 20
+
+    def full(batch: list) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # a failed write ends the run, it is not swallowed
+        asyncio.run(generate(scenario, convs, ctx, concurrency=20, on_done=full, progress=False))
+
+
 def test_a_kill_mid_run_loses_nothing_finished_and_repeats_nothing(store, tmp_path, monkeypatch):
     from traitlab.evals import generate as gen
 
