@@ -78,6 +78,8 @@ STRUCTURED_MODES = structured.MODES
 _INSTRUCTOR_MODES = {"tools": "TOOLS", "json_schema": "JSON_SCHEMA", "json": "JSON", "md_json": "MD_JSON"}
 FLUSH_S = 0.25
 FLUSH_MAX = 256
+INDEX_MAX = 1_000_000
+"""Answered calls of one model up to which a client keeps their hashes in memory (about 70 MB at the cap)."""
 # The _Attempts of the call being made: instructor's one client per JudgeClient sends through it.
 _ATTEMPTS: contextvars.ContextVar[_Attempts] = contextvars.ContextVar("traitlab_attempts")
 # An in-process local model generates one request at a time; the client waits for this gate *before* its
@@ -333,6 +335,11 @@ def _raw_text(response: Any) -> str | None:
     return calls[0].function.arguments if calls else message.content
 
 
+def _prefix(request_hash: str) -> int:
+    """The first 64 bits of a request hash: what the in-memory index keeps (a collision only costs a query)."""
+    return int(request_hash[:16], 16)
+
+
 def _as_dicts(messages: Sequence[Any]) -> list[dict[str, Any]]:
     return [m.model_dump() if isinstance(m, BaseModel) else dict(m) for m in messages]
 
@@ -348,6 +355,7 @@ class _LoopState:
     flusher: asyncio.Task[None] | None = None
     lookups: dict[str, list[asyncio.Future[CallRecord | None]]] = field(default_factory=dict)
     looker: asyncio.Task[None] | None = None
+    indexer: asyncio.Task[None] | None = None
 
 
 class _CallLog:
@@ -464,6 +472,9 @@ class JudgeClient:
         if self._log is not None:
             _LOGS.add(self._log)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._index: set[int] | None = None  # answered request hashes of this model (prefixes), once loaded
+        self._indexed = False
+        self._own: set[int] = set()  # the same for the answers this client recorded itself
 
     async def timed(self, coro: Coroutine[Any, Any, T]) -> T:
         """``coro`` under the per-request timeout; a local model's timeout starts once no other local call runs."""
@@ -540,8 +551,18 @@ class JudgeClient:
 
     async def _lookup(self, key: str) -> CallRecord | None:
         """The store's answer to one request, looked up together with every other request of this loop that
-        asks meanwhile (one query, in a thread, for the calls of many conversations taking a turn at once)."""
+        asks meanwhile (one query, in a thread, for the calls of many conversations taking a turn at once).
+
+        A request the store has never answered (most of an eval's turns) costs no query: the hashes of this
+        model's answered calls are read once (:meth:`_load_index`), and this client remembers its own.
+        An answer another process stores after that read is not seen, so such a request is asked again."""
         state = self._loop_state()
+        if not self._indexed:
+            if state.indexer is None:
+                state.indexer = asyncio.get_running_loop().create_task(asyncio.to_thread(self._load_index))
+            await asyncio.shield(state.indexer)
+        if self._index is not None and _prefix(key) not in self._index and _prefix(key) not in self._own:
+            return None
         future: asyncio.Future[CallRecord | None] = asyncio.get_running_loop().create_future()
         state.lookups.setdefault(key, []).append(future)
         if state.looker is None or state.looker.done():
@@ -566,6 +587,23 @@ class JudgeClient:
                 for f in futures:
                     if not f.done():
                         f.set_result(found.get(k))
+
+    def _load_index(self) -> None:
+        """Read the hashes of this model's answered calls (a hash covers the model, so that is every possible
+        hit); a store holding more than ``INDEX_MAX`` of them is asked per request instead."""
+        assert self.store is not None
+        rows = self.store.sql("SELECT request_hash FROM calls WHERE model = ? AND error IS NULL LIMIT ?",
+                              [self.model, INDEX_MAX + 1])
+        if not self._indexed:
+            self._index = {_prefix(r[0]) for r in rows} if len(rows) <= INDEX_MAX else None
+            self._indexed = True
+
+    def _keep(self, record: CallRecord) -> int:
+        """Queue ``record`` for the store and the index; how many records are pending."""
+        assert self._log is not None
+        if record.error is None:
+            self._own.add(_prefix(record.request_hash))
+        return self._log.add(record)
 
     def call_many(self, requests: Sequence[Request], progress: str | None = "calls") -> list[CallOutcome]:
         """All ``requests`` with bounded concurrency, in order; progress (:mod:`traitlab.progress`) unless None.
@@ -623,7 +661,7 @@ class JudgeClient:
 
     def record(self, record: CallRecord) -> None:
         """Queue a finished call for the store (written in the next batch; a cache hit at once)."""
-        if self._log is not None and self._log.add(record) >= FLUSH_MAX:
+        if self._log is not None and self._keep(record) >= FLUSH_MAX:
             self._log.flush()
 
     async def _provider_call(self, key: str, messages: list[dict[str, Any]], schema: type[BaseModel] | None,
@@ -655,7 +693,7 @@ class JudgeClient:
             response=response, prompt_tokens=tries.prompt_tokens, completion_tokens=tries.completion_tokens,
             cost=tries.cost, latency_s=time.monotonic() - started, attempts=tries.attempts, error=error)
         if self._log is not None:
-            if self._log.add(record) >= FLUSH_MAX:
+            if self._keep(record) >= FLUSH_MAX:
                 await self.aflush()
             else:
                 self._flush_soon()

@@ -129,13 +129,22 @@ def test_acalls_arriving_together_are_looked_up_in_one_query(server, store, monk
     monkeypatch.setattr(store, "cached_calls", lambda keys: queries.append(len(keys)) or looked_up(keys))
     monkeypatch.setattr(store, "cached_call", lambda key: pytest.fail("one query per call"))
     again = client(server, store)
-
-    async def turns() -> list[CallOutcome]:  # as the conversations of an eval take a turn at once
-        return list(await asyncio.gather(*(again.acall(r.messages) for r in requests)))
-
-    outs = asyncio.run(turns())
+    outs = asyncio.run(turns_of(again, requests))
     assert server.total == 0 and all(o.cached for o in outs) and [o.value for o in outs] == [o.value for o in first]
     assert sum(queries) == 10 and len(queries) <= 2
+    # requests the store never answered cost no query at all; once answered, the same client serves them
+    fresh = [Request(ask(f"new turn {i}")) for i in range(5)]
+    queries.clear()
+    asyncio.run(turns_of(again, fresh))
+    assert queries == [] and server.total == 5
+    again.flush()
+    repeat = asyncio.run(turns_of(again, fresh))
+    assert server.total == 5 and all(o.cached for o in repeat) and sum(queries) == 5
+
+
+async def turns_of(c: JudgeClient, requests: list[Request]) -> list[CallOutcome]:
+    """The requests as concurrent ``acall``s, as the conversations of an eval take a turn at once."""
+    return list(await asyncio.gather(*(c.acall(r.messages) for r in requests)))
 
 
 def test_identical_requests_in_flight_are_sent_once(server, store):
