@@ -37,7 +37,8 @@ scenario), each after that suite's system prompt, one user message; the completi
 and is judged as the ``assistant``. Held-out and training openers come from different games.
 
     python bench/reward_train_compare.py --quick   # a few minutes: 2 steps, a few tokens, small reward fits
-    python bench/reward_train_compare.py           # about 40 minutes on 2 CPU cores (rewards cached: ~30)
+    python bench/reward_train_compare.py           # 32 min on 2 shared CPU cores with the rewards cached,
+                                                   # about 5 min more per reward to train it the first time
 
 Everything lands under ``--out``: the prompts, both runs (adapters, the run store ``bench.duckdb``),
 ``compare.json`` (every figure) and ``compare.md`` (the tables printed).
