@@ -1,6 +1,7 @@
 """Benchmark of the distilled local reward: every variant side by side in one run.
 
-    python bench/reward.py [--data ../shared/data] [--only variants|cost] [--cache /tmp/traitlab-bench]
+    python bench/reward.py [--data ../shared/data] [--only variants|fidelity|cost] [--encoders static minilm]
+                           [--cache /tmp/traitlab-bench]
 
 Variants: encoder (static table distilled from MiniLM vs MiniLM itself) x edits trained out (augment) x
 validity gate, all on the HAL recipe (``traitlab.presets.hal.reward``). For each, with 5-fold CV grouped by
@@ -16,6 +17,9 @@ game / persona (every figure from heads that never saw the row's group):
   median held-out human transcript (unedited: the first row). These edits are the bench's own (other
   strings than the training edits of ``traitlab.judges.reward_edits``).
 
+Fidelity ceiling: how well GPT-5's aggregate can be predicted at all on held-out games: by the true label,
+by the other judges' aggregates of their own ratings, by ridge regressions from the reward's features.
+
 Cost: ``LocalReward.score`` end to end (features, heads, gate) on 1,000 and 4,000 dialogues, marginal
 dialogues/s between them, and the start-up of a fresh process that loads the reward and scores one dialogue,
 static vs MiniLM in the same run. Timings are on this machine; the ratio is what counts.
@@ -24,6 +28,7 @@ static vs MiniLM in the same run. Timings are on this machine; the ratio is what
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import subprocess
@@ -51,7 +56,7 @@ from traitlab.judges.reward import (
     with_edits,
 )
 from traitlab.judges.reward_edits import with_target_turns
-from traitlab.judges.reward_features import features
+from traitlab.judges.reward_features import STYLE_FEATURES, features
 from traitlab.presets.hal.reward import CONTRAST, doctor_generations, inputs
 from traitlab.types import Dialogue
 
@@ -94,8 +99,11 @@ def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float
 
 
 def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) -> np.ndarray:
-    """Features of ``rows``, cached per encoder and row set (re-running a bench skips the encoder)."""
-    path = cache / f"{name}-{enc.kind}-{len(rows)}.npy"
+    """Features of ``rows``, cached per encoder, feature set and row set (re-running a bench skips the
+    encoder; changed style features or edits make a new entry)."""
+    key = hashlib.sha1("|".join([*STYLE_FEATURES, enc.kind, *(d.id + "".join(d.target_turns) for d in rows)])
+                       .encode()).hexdigest()[:12]
+    path = cache / f"{name}-{enc.kind}-{len(rows)}-{key}.npy"
     if path.exists():
         return np.load(path)
     X = features(rows, enc)
@@ -184,6 +192,59 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str]) -> No
     print("  columns: " + "; ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
 
 
+def fidelity(data_dir: Path, cache: Path, encoders: list[str]) -> None:
+    """What limits fidelity to GPT-5's aggregate: how far any model of the text, or another judge, gets."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from traitlab.data import load_ratings
+    from traitlab.judges.aggregate import grouped_folds, pairwise_accuracy_groups
+    from traitlab.presets.hal.reward import files
+
+    x = inputs(data_dir, doctor_generations_too=False)
+    data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
+    rows = np.flatnonzero(~np.isnan(data.labels) & ~np.isnan(data.targets).any(1))
+    ds, Y, y = [data.dialogues[i] for i in rows], data.targets[rows], data.labels[rows].astype(int)
+    groups, ids = [data.groups[i] for i in rows], data.trait_set.ids
+    fold = grouped_folds(groups, 5, 0)
+
+    def cross_agg(R: np.ndarray) -> np.ndarray:  # a judge's aggregate of its ratings, fitted on the other folds
+        out = np.zeros(len(rows))
+        for k in range(5):
+            out[fold == k] = fit_linear(R[fold != k], y[fold != k], ids, C=0.1).logit_matrix(R[fold == k], ids)
+        return out
+
+    agg = cross_agg(Y)
+    pw = lambda s: pairwise_accuracy_groups(s, y, groups)[0]  # noqa: E731
+    print(f"== fidelity ceiling: {len(rows)} Turing transcripts, GPT-5's aggregate (pairwise {pw(agg):.3f}) ==")
+    print(f"  the true label itself vs GPT-5's aggregate: Spearman {spearmanr(y, agg)[0]:.3f}")
+    by_judge: dict[str, dict[str, dict[str, float]]] = {}
+    for r in load_ratings(files(data_dir)["turing_ratings"]):
+        by_judge.setdefault(r.judge, {})[r.dialogue_id] = r.ratings
+    others = []
+    for judge, rated in by_judge.items():
+        if judge != "gpt-5" and all(d.id in rated and set(ids) <= set(rated[d.id]) for d in ds):
+            others.append(cross_agg(np.array([[rated[d.id][t] for t in ids] for d in ds], float)))
+            print(f"  {judge}'s aggregate of its own ratings vs GPT-5's: Spearman {spearmanr(others[-1], agg)[0]:.3f}")
+    if others:
+        print(f"  mean of those {len(others)} judges' aggregates vs GPT-5's: Spearman "
+              f"{spearmanr(np.mean(others, 0), agg)[0]:.3f}")
+    for enc_name in encoders:
+        X = _features("fidelity", ds, ENCODERS[enc_name], cache)
+        Xs = (X - X.mean(0)) / (X.std(0) + 1e-6)
+        for alpha in (10, 100, 1000):
+            direct, logit = np.zeros(len(rows)), np.zeros(len(rows))
+            for k in range(5):
+                tr, te = fold != k, fold == k
+                target = fit_linear(Y[tr], y[tr], ids, C=0.1).logit_matrix(Y[tr], ids)
+                direct[te] = Ridge(alpha=alpha).fit(Xs[tr], target).predict(Xs[te])
+                logit[te] = LogisticRegression(C=1 / alpha, max_iter=2000).fit(Xs[tr], y[tr]).decision_function(Xs[te])
+            print(f"  [{enc_name}] ridge (alpha {alpha:>4}) from the features to GPT-5's aggregate: Spearman "
+                  f"{spearmanr(direct, agg)[0]:.3f} (pairwise {pw(direct):.3f}); logistic on the labels: "
+                  f"{spearmanr(logit, agg)[0]:.3f} (pairwise {pw(logit):.3f})")
+    print("  (a ridge to the aggregate equals predicting the 32 traits by ridge and aggregating them: the aggregate "
+          "is linear in the traits)")
+
+
 def _subset(data, mask: np.ndarray):
     return data.model_copy(update={"dialogues": [d for d, m in zip(data.dialogues, mask, strict=True) if m],
                                    "targets": data.targets[mask], "labels": data.labels[mask],
@@ -266,7 +327,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "traitlab-bench-reward")
     ap.add_argument("--steps", type=int, default=RewardConfig().steps)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (best is kept)")
-    ap.add_argument("--only", choices=["variants", "cost"], default=None)
+    ap.add_argument("--only", choices=["variants", "fidelity", "cost"], default=None)
     ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -274,6 +335,8 @@ def main() -> None:
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
         variants(args.data, args.cache, args.steps, args.encoders)
+    if args.only in (None, "fidelity"):
+        fidelity(args.data, args.cache, args.encoders)
     if args.only in (None, "cost"):
         cost(args.data, args.repeats)
 

@@ -202,7 +202,8 @@ def _register_reward(app: typer.Typer) -> None:
         preset: Annotated[str | None, typer.Option(help="a preset's recipe instead of the files (e.g. hal)")] = None,
         data: Annotated[Path | None, typer.Option(help="the preset's data folder")] = None,
         encoder: Annotated[Literal["static", "minilm"], typer.Option(help="text encoder")] = "static",
-        augment: Annotated[bool, typer.Option(help="train degenerate edits out as hard negatives")] = False,
+        augment: Annotated[bool, typer.Option(
+            help="train the cheap edits that lift negatives out (RewardConfig.edits)")] = True,
         gate: Annotated[bool, typer.Option(help="validity gate for degenerate input")] = True,
         seed: Annotated[int, typer.Option(help="training and fold seed")] = 0,
     ) -> None:

@@ -15,13 +15,18 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
 
 - **bounded**: inputs are clipped at ``input_clip`` SDs, traits to the judge's range, the score is
   ``score_bound * tanh(calibrated log-odds / score_bound)``; style features saturate.
-- **trained out** (``augment``): edits of the training dialogues (:mod:`traitlab.judges.reward_edits`) are
-  hard negatives: an emoji-appended or padded dialogue may not outscore its source by more than
-  ``edit_margin``; an empty, mashed or foreign-language one must score as low as the least positive real ones.
-- **gated** (``gate``): judged turns that are empty, not language, repeated, or in a script or vocabulary the
-  training data never showed are pulled towards ``floor`` (the 2nd percentile of real training scores),
-  by how far they fall below what 99.5% of the training dialogues show; :meth:`LocalReward.validity` says which
-  check failed.
+- **trained out** (``augment``, on by default): the cheap tricks of :data:`traitlab.judges.reward_edits.TARGETED`
+  (emoji, symbols or a texting tag appended to every turn, turns cut short, punctuation dropped, long appends,
+  a turn repeated) applied to the negative training dialogues: an edited negative may not outscore its source
+  by more than ``edit_margin`` unless it stays below the ``edit_ceiling`` quantile of the real positives, so
+  the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a negative
+  across. Style features that make such edits visible: the share of a turn's words the other speaker just
+  said, one ending shared by every turn, uniform turn lengths, capitalised sentences with their marks gone.
+- **gated** (``gate``): judged turns that are empty, not language, repeated, parroting the other speaker, or in
+  a script or vocabulary the training data never showed are pulled towards ``floor`` (the 2nd percentile of
+  real training scores), by how far they fall below what 99.5% of the training dialogues show;
+  :meth:`LocalReward.validity` says which check failed. Known words are the training vocabulary plus the
+  encoder's word list, with a cross-fitted threshold, so a small project's gate does not floor valid text.
 
 Scoring needs numpy and the encoder only (no torch with the static table), so a reward starts in well
 under a second. Training, the HF export and the aggregator view import torch and scikit-learn lazily.
@@ -43,12 +48,13 @@ from pydantic import BaseModel, Field
 
 from traitlab.contrast import Contrast
 from traitlab.data import DataError, file_sha256, load_trait_set
-from traitlab.embed import EncoderConfig, encoder_dim, encoder_path
-from traitlab.judges.reward_edits import EDITS, edited
+from traitlab.embed import EncoderConfig, encoder_dim, encoder_path, encoder_words
+from traitlab.judges.reward_edits import EDITS, TARGETED, edited
 from traitlab.judges.reward_features import (
     STYLE_FEATURES,
     VALIDITY_MEASURES,
     features,
+    previous_messages,
     script_of,
     style_features,
     validity_measures,
@@ -62,7 +68,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
 HEADS_FILE, CONFIG_FILE, TRAITS_FILE, GATE_FILE = "heads.safetensors", "config.json", "traits.json", "gate.json"
-FORMAT = "traitlab.local_reward/2"
+FORMAT = "traitlab.local_reward/3"
 
 
 class RewardConfig(BaseModel):
@@ -81,13 +87,21 @@ class RewardConfig(BaseModel):
     lr: float = 3e-3
     seed: int = 0
     folds: int = 5
-    augment: bool = Field(False, description="train degenerate edits out as hard negatives (off by default: on "
-                          "HAL it cost about 0.1 pairwise accuracy; the gate and the bounds carry the robustness)")
+    augment: bool = Field(True, description="train the edits of ``edits`` out: an edited negative may not outscore "
+                          "its source by more than edit_margin, nor reach the positives' low end (edit_ceiling)")
+    edits: list[str] | None = Field(default_factory=lambda: list(TARGETED), description="names of the training "
+                                    "edits drawn (default: the bounded ones; None = every edit of reward_edits.EDITS)")
     edits_per_row: int = Field(2, ge=1, description="edited copies drawn per training dialogue")
-    edit_margin: float = Field(0.25, description="logits an edited dialogue may gain over its source")
+    edit_negatives_only: bool = Field(True, description="bounded edits are drawn for negative-label rows only")
+    edit_margin: float = Field(1.0, description="logits an edited dialogue may gain over its source")
+    edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
+                                       "the real positives' logits (None: only the margin over its source)")
     edit_weight: float = Field(1.0, description="weight of the edit hinge losses")
     gate: bool = Field(True, description="pull degenerate input (empty, not language, repeated...) to the floor")
     gate_quantile: float = Field(0.005, description="share of training dialogues a gate check may flag")
+    gate_general_words: bool = Field(True, description="the encoder's English word list counts as known words "
+                                     "beside the training vocabulary (a small project's gate floored valid text)")
+    gate_max_known: float = Field(0.85, description="the known-word threshold is at most this share")
     input_clip: float = Field(4.0, description="standardised features are clipped to +- this many SDs")
     score_bound: float = Field(8.0, description="the score is score_bound * tanh(log-odds / score_bound)")
 
@@ -119,7 +133,8 @@ class Gate(BaseModel):
     def values(self, dialogues: Sequence[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
         """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check)."""
         vocab, scripts = frozenset(self.vocabulary), frozenset(self.scripts)
-        m = np.array([validity_measures(d.target_turns, vocab, scripts) for d in dialogues]).reshape(
+        m = np.array([validity_measures(d.target_turns, vocab, scripts, previous_messages(d))
+                      for d in dialogues]).reshape(
             len(dialogues), len(self.measures))
         tau = np.array([self.thresholds[k] for k in self.measures])
         per = np.clip((m - tau / 2) / np.maximum(tau / 2, 1e-6), 0.0, 1.0)
@@ -185,13 +200,22 @@ def training_set(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings],
 
 
 def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np.ndarray, np.ndarray]:
-    """Edited copies of the training rows: (dialogues, source row index, 1 = degenerate / 0 = bounded)."""
+    """Edited copies of the training rows: (dialogues, source row index, 1 = degenerate / 0 = bounded).
+
+    Bounded edits are drawn for negative-label rows only when ``cfg.edit_negatives_only``: lifting a
+    negative is the exploit, while restyling a positive (dropping a human's punctuation) is no gain to game
+    and forbidding it would teach the heads to ignore the side's real cues."""
     rng = random.Random(cfg.seed)
     pool = [t for d in data.dialogues for t in d.target_turns if len(t) > 20]
-    names = sorted(EDITS)
+    names = sorted(cfg.edits or EDITS)
+    unknown = sorted(set(names) - set(EDITS))
+    if unknown:
+        raise ValueError(f"unknown training edits {unknown} (known: {sorted(EDITS)})")
+    degenerate_names = [n for n in names if EDITS[n][0] == "degenerate"]
     out, src, degenerate = [], [], []
     for i, d in enumerate(data.dialogues):
-        for k, name in enumerate(rng.sample(names, cfg.edits_per_row)):
+        allowed = names if not cfg.edit_negatives_only or data.labels[i] == 0 else degenerate_names
+        for k, name in enumerate(rng.sample(allowed, min(cfg.edits_per_row, len(allowed)))):
             e = edited(d, name, rng, pool)
             out.append(e.model_copy(update={"id": f"{e.id}{k}"}))
             src.append(i)
@@ -203,8 +227,10 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
 def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
              agg_logit: np.ndarray | None = None, X_edit: np.ndarray | None = None,
              edit_src: np.ndarray | None = None, edit_degenerate: np.ndarray | None = None) -> Any:
-    """Joint fit (full batch, the data are small) of a ``TraitHead``: masked trait MSE (standardised) +
-    beta x label log-loss + gamma x (logit - judge's aggregate)^2 + the edit hinges, on minibatches."""
+    """Joint fit of a ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
+    gamma x (logit - judge's aggregate)^2 + edit_weight x the edit hinges (a bounded edit: above
+    max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a degenerate one: above the
+    batch's 2nd percentile)."""
     import torch
 
     from traitlab.judges.reward_hf_modeling import TraitHead
@@ -255,7 +281,11 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
             with torch.no_grad():  # the sources' current scores, and the low end of the real ones
                 _, _, base = head.standardised(x[src[pick]])
                 low = torch.quantile(logit[labelled], 0.02) if labelled.any() else base.min()
-            bounded = torch.relu(le - base - cfg.edit_margin)
+                allowed = base + cfg.edit_margin
+                positive = labelled & (y_all[rows] == 1)
+                if cfg.edit_ceiling is not None and positive.any():  # below the positives' low end is no exploit
+                    allowed = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
+            bounded = torch.relu(le - allowed)
             floor = torch.relu(le - low)
             loss = loss + cfg.edit_weight * torch.where(degen[pick], floor, bounded).mean()
         loss = loss + cfg.weight_decay * sum((m.weight ** 2).sum() for m in head.trunk if hasattr(m, "weight"))
@@ -362,17 +392,37 @@ def heldout_metrics(oof: Mapping[str, Any], data: TrainingSet, cfg: RewardConfig
 
 def fit_gate(data: TrainingSet, scores: np.ndarray, cfg: RewardConfig) -> Gate:
     """The gate's profile: vocabulary and scripts of the training turns, and per measure the value that all but
-    ``gate_quantile`` of the training dialogues reach."""
+    ``gate_quantile`` of the training dialogues reach.
+
+    The known-word threshold is cross-fitted: each dialogue's share of known words is measured against the
+    vocabulary of the other groups' dialogues, as a new dialogue would be, so a small training set (whose
+    own words are all "known") does not gate valid text that merely uses words it never saw."""
+    from traitlab.judges.aggregate import grouped_folds
+
     texts = [t for d in data.dialogues for t in d.target_turns]
     vocab = vocabulary(texts)
+    general = encoder_words() if cfg.gate_general_words else frozenset()
+    vocab += sorted(general - set(vocab))
     letters = [c for t in texts for c in t if c.isalpha()]
     counts: dict[str, int] = {}
     for c in letters:
         s = script_of(c)
         counts[s] = counts.get(s, 0) + 1
     scripts = sorted(s for s, n in counts.items() if n >= 0.001 * len(letters))
-    m = np.array([validity_measures(d.target_turns, frozenset(vocab), frozenset(scripts)) for d in data.dialogues])
+    known, script_set = frozenset(vocab), frozenset(scripts)
+    m = np.array([validity_measures(d.target_turns, known, script_set, previous_messages(d))
+                  for d in data.dialogues])
+    j_known = VALIDITY_MEASURES.index("known_word_ratio")
+    k = min(cfg.folds, len(set(data.groups)))
+    if k >= 2:
+        fold = grouped_folds(data.groups, k, cfg.seed)
+        for f in range(k):
+            other = general | frozenset(vocabulary([t for d, g in zip(data.dialogues, fold, strict=True)
+                                                    if g != f for t in d.target_turns]))
+            for i in np.flatnonzero(fold == f):
+                m[i, j_known] = validity_measures(data.dialogues[i].target_turns, other, script_set)[j_known]
     thresholds = {k: float(np.quantile(m[:, j], cfg.gate_quantile)) for j, k in enumerate(VALIDITY_MEASURES)}
+    thresholds["known_word_ratio"] = min(thresholds["known_word_ratio"], cfg.gate_max_known)
     return Gate(thresholds=thresholds, vocabulary=vocab, scripts=scripts, floor=float(np.quantile(scores, 0.02)),
                 enabled=cfg.gate)
 
@@ -719,4 +769,4 @@ def local_reward(path: str | Path | None = None) -> LocalReward:
 
 def style_of(d: Dialogue) -> np.ndarray:
     """The style features of a dialogue's judged turns (what an HF export needs as ``style_features``)."""
-    return style_features(d.target_turns)
+    return style_features(d.target_turns, previous_messages(d))

@@ -186,6 +186,43 @@ def test_style_features_saturate():
     assert len(base) == len(STYLE_FEATURES)
 
 
+def test_structural_features_see_parroting_signatures_and_stripped_sentences():
+    from traitlab.judges.reward_features import (
+        echo_of_other,
+        previous_messages,
+        shared_ending,
+        unmarked_sentence_starts,
+    )
+
+    d = Dialogue(id="e", target_role="w", messages=[
+        Message(role="i", content="where are you from?"), Message(role="w", content="from ohio lol"),
+        Message(role="i", content="do you like it there"), Message(role="w", content="its ok"),
+        Message(role="w", content="cold tho")])
+    assert previous_messages(d) == ["where are you from?", "do you like it there", ""]
+    assert echo_of_other(d.target_turns, previous_messages(d)) == pytest.approx((1 / 3 + 0) / 2)
+    assert echo_of_other(["where are you from"], ["where are you from?"]) == 1.0
+    assert shared_ending(["yes hahaha", "no hahaha", "maybe hahaha", "ok"]) == 0.75
+    assert shared_ending(["yes lol", "no", "maybe lol"]) == 0.0  # two alike is a habit, not a signature
+    assert unmarked_sentence_starts(["I am fine How about you"]) > 0 == unmarked_sentence_starts(
+        ["i am fine. How about you? I think so"])
+
+
+def test_training_edits_never_draw_the_audits_exact_strings(samples):
+    """The audit measures generalisation: the training edits are other strings than its operators."""
+    from traitlab.judges.audit import apply_edit
+
+    rng = random.Random(0)
+    for d in samples:
+        truncated = apply_edit(d, ["truncate"]).target_turns
+        for _ in range(20):
+            cut = edited(d, "cut_short", rng, []).target_turns
+            assert cut != truncated or truncated == d.target_turns
+            tagged = edited(d, "append_tag", rng, []).target_turns
+            assert not any(t.endswith(" hahaha") for t in tagged)
+            parroted = edited(d, "parrot", rng, []).target_turns
+            assert len(parroted) == len(d.target_turns)
+
+
 def test_scores_and_traits_stay_bounded_under_extreme_edits(reward, samples):
     ai = [d for d in samples if d.label == "ai"]
     extreme = [with_target_turns(d, [t + " " + "😂" * 40 + " " + "word " * 400 for t in d.target_turns], "x")
@@ -212,6 +249,31 @@ def test_gate_flags_degenerate_turns_and_passes_real_ones(reward, samples):
     floor = reward.gate.floor
     for s in reward.score(edited_rows):
         assert s.score <= floor + 0.5 * max(0.0, reward.score([d])[0].score - floor) + 1e-6
+    # parroting the other speaker is no answer either
+    from traitlab.judges.reward_features import previous_messages
+
+    echo = with_target_turns(d, [p or t for p, t in zip(previous_messages(d), d.target_turns, strict=True)], "echo")
+    v = reward.validity([echo])[0]
+    assert v.validity < 0.5 and v.weakest == "own_words_ratio"
+
+
+@pytest.mark.slow
+def test_gate_of_a_small_project_passes_valid_english_it_never_saw():
+    """A 40-ticket project knows ~130 words; valid replies in other words are not gated, other languages are."""
+    from traitlab.judges.reward import distill_files
+
+    ex = DEFAULT_DIR.parent.parent / "examples" / "support"
+    small = distill_files([ex / "dialogues.jsonl"], [ex / "ratings.jsonl"], ex / "traits.json", positive="best",
+                          target_role="agent", judge="support-rubric",
+                          config=RewardConfig(steps=30, folds=2, batch=64))
+    replies = ["I'm sorry your parcel hasn't arrived yet; I've escalated it and you'll get an update by Friday.",
+               "Thanks for reaching out! The duplicate payment is refunded within three business days.",
+               "la verdad no sé qué decirte, depende del día y de la semana", "qwfp zxkjv ghtrq bnmlk"]
+    rows = [Dialogue(id=f"r{i}", target_role="agent", messages=[
+        Message(role="customer", content="Hi, my order is late."), Message(role="agent", content=t)])
+        for i, t in enumerate(replies)]
+    v = [x.validity for x in small.validity(rows)]
+    assert min(v[:2]) > 0.95 and v[2] < 0.5 and v[3] < 0.5, v  # before: 0.22 and 0.43, their scores floored
 
 
 def test_cheap_edits_do_not_pay(reward, samples):

@@ -87,6 +87,14 @@ def encoder_path() -> str:
     return str(get_model_path())
 
 
+@functools.cache
+def encoder_words() -> frozenset[str]:
+    """The whole words of the encoder's (uncased English WordPiece) vocabulary: a general word list that
+    ships with the encoder, so "a known word" need not mean "a word the training set happened to use"."""
+    lines = (Path(encoder_path()) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(t for t in lines if t.isalpha() and not t.startswith("##"))
+
+
 def static_path(dims: int = 256) -> Path:
     """The cached static table distilled from the installed MiniLM (derived here on first use)."""
     from traitlab.settings import cache_dir
