@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from traitlab.contrast import Contrast
+from traitlab.judges.reward_features import previous_messages
 from traitlab.registry import Registry, Reward, as_reward
 from traitlab.types import Dialogue, Message
 
@@ -48,7 +49,8 @@ from traitlab.types import Dialogue, Message
 @dataclass(frozen=True)
 class EditContext:
     """What an operator may use besides the judged turns: the other speaker's message right before each
-    judged turn (``""`` when the judged speaker opens) and a random generator seeded per dialogue."""
+    judged turn (``""`` when the judged speaker opens or speaks twice in a row) and a random generator seeded
+    per dialogue."""
 
     previous: list[str]
     rng: random.Random
@@ -180,19 +182,9 @@ def _echo(turns: list[str], ctx: EditContext) -> list[str]:
 
 
 # --- applying edits ------------------------------------------------------------------------------------------
-def _previous(d: Dialogue) -> list[str]:
-    prev, last = [], ""
-    for m in d.messages:
-        if m.role == d.target_role:
-            prev.append(last)
-        else:
-            last = m.content
-    return prev
-
-
 def edit_turns(d: Dialogue, ops: Sequence[str], seed: int = 0) -> list[str]:
     """The judged turns of ``d`` after applying the named operators in order (deterministic in ``seed``)."""
-    turns, previous = d.target_turns, _previous(d)
+    turns, previous = d.target_turns, previous_messages(d)
     for k, name in enumerate(ops):
         fn = edit_operators.factory(name)
         rng = random.Random(f"{seed}|{k}|{name}|{d.id}")
