@@ -279,7 +279,7 @@ def test_gate_of_a_small_project_passes_valid_english_it_never_saw():
 def test_cheap_edits_do_not_pay(reward, samples):
     """The issue's table, on the sample AI witnesses: a long append does not pay, appended emoji stay inside the
     bound, empty turns, another language or keyboard mash score at the floor (the least human real dialogues).
-    (Appended symbols still gain on the shipped reward: bench/reward.py measures it per edit.)"""
+    (bench/reward.py and bench/reward_audit.py measure every edit on held-out games.)"""
     ai = [d for d in samples if d.label == "ai"]
     src = {s.id: s.score for s in reward.score(ai)}
     long = [with_target_turns(d, [f"{t} " + "the committee met again today. " * 70 for t in d.target_turns], "l")
