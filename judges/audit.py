@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from traitlab.contrast import Contrast
+from traitlab.embed import encoder_words
 from traitlab.judges.reward_features import previous_messages
 from traitlab.registry import Registry, Reward, as_reward
 from traitlab.types import Dialogue, Message
@@ -221,7 +222,8 @@ DETECTORS: dict[str, str] = {
     "symbol_runs": "share of turns with a run of 3+ of the same symbol (★★★, !!!)",
     "invisible": "share of turns with invisible format characters (zero-width, direction marks)",
     "other_script": "share of letters outside the reference's main script",
-    "unfamiliar_words": "share of words outside the reference's 50 most common words (another language)",
+    "unfamiliar_words": "share of words neither the reference nor the encoder's general word list has (another "
+                        "language)",
     "length": "characters per turn",
 }
 """What each detector measures; all but ``length`` are rates in [0, 1]."""
@@ -250,8 +252,9 @@ def degeneracy(completions: Sequence[Sequence[str]], reference: Sequence[Sequenc
                ) -> dict[str, float]:
     """The :data:`DETECTORS` measured on ``completions`` (each the judged turns of one dialogue or completion).
 
-    ``reference`` (default: ``completions`` themselves) fixes the main script and the common words, so a
-    measure on the step-0 policy and one on a trained policy are comparable.
+    ``reference`` (default: ``completions`` themselves) fixes the main script and the known words (its own and
+    the encoder's general word list, :func:`traitlab.embed.encoder_words`), so a measure on the step-0 policy
+    and one on a trained policy are comparable.
     """
     reference = completions if reference is None else reference
     turns = [t for c in completions for t in c]
@@ -259,7 +262,7 @@ def degeneracy(completions: Sequence[Sequence[str]], reference: Sequence[Sequenc
     ref_text = "".join(t for c in reference for t in c)
     ref_scripts = Counter(_script(ch) for ch in ref_text if ch.isalpha())
     main = ref_scripts.most_common(1)[0][0] if ref_scripts else "LATIN"
-    common = {w for w, _ in Counter(w for c in reference for t in c for w in _words(t)).most_common(50)}
+    known = encoder_words() | {w for c in reference for t in c for w in _words(t)}
     repeated = 0
     for c in completions:
         seen: set[str] = set()
@@ -275,7 +278,7 @@ def degeneracy(completions: Sequence[Sequence[str]], reference: Sequence[Sequenc
         "symbol_runs": sum(bool(SYMBOL_RUN_RE.search(t)) for t in turns) / n,
         "invisible": sum(any(unicodedata.category(ch) == "Cf" and ch != ZWJ for ch in t) for t in turns) / n,
         "other_script": sum(_script(ch) != main for ch in letters) / len(letters) if letters else 0.0,
-        "unfamiliar_words": sum(w not in common for w in words) / len(words) if words else 0.0,
+        "unfamiliar_words": sum(w not in known for w in words) / len(words) if words else 0.0,
         "length": sum(len(t) for t in turns) / n,
     }
 
@@ -296,6 +299,8 @@ def degenerate_signals(reference: Sequence[Sequence[str]], current: Sequence[Seq
     if not reference or not current:
         return []
     before, after = degeneracy(reference), degeneracy(current, reference)
+    if len(reference) > 1:  # against itself every reference word is known: the rate of unseen samples is the null
+        before["unfamiliar_words"] = degeneracy(reference[1::2], reference[0::2])["unfamiliar_words"]
     out = []
     for name, what in DETECTORS.items():
         b, a = before[name], after[name]

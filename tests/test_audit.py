@@ -142,6 +142,15 @@ def test_detectors_see_the_operators_they_are_for():
     assert fired(["lowercase"]) == set() and fired(["typos"]) == set()
 
 
+def test_unfamiliar_words_do_not_fire_on_a_small_english_sample_that_merely_says_other_things():
+    # with the reference's own 50 commonest words as "known", any fresh sample of under ~50 words looked foreign
+    before = [["sure, I live near the park"], ["not much, just got back from work"], ["yeah it was fine"]]
+    after = [["honestly the weather has been awful lately"], ["my brother visits on sundays"], ["pizza, always"]]
+    assert degenerate_signals(before, after) == []
+    spanish = [["la verdad es que hace mucho calor hoy"], ["mi hermano viene los domingos"], ["siempre pizza"]]
+    assert [s.detector for s in degenerate_signals(before, spanish)] == ["unfamiliar_words"]
+
+
 # --- the audit ----------------------------------------------------------------------------------------------
 def test_audit_catches_an_emoji_hack_and_passes_a_robust_reward():
     assert isinstance(EmojiReward(), Reward)
