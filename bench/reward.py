@@ -284,6 +284,7 @@ def cost(data_dir: Path, repeats: int) -> None:
     turing = load_dialogues(data_dir / "hal_turing" / "dialogues.jsonl")
     doctor = load_dialogues(data_dir / "hal_doctor" / "generations_scored.jsonl", skipped=[])
     pool = [*turing, *doctor]
+    random.Random(0).shuffle(pool)  # one mix for both sizes, so the marginal rate is not a change of lengths
     sets = {n: [d.model_copy(update={"id": f"{d.id}#{i}"}) for i, d in enumerate((pool * 3)[:n])]
             for n in (1000, 4000)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
 HEADS_FILE, CONFIG_FILE, TRAITS_FILE, GATE_FILE = "heads.safetensors", "config.json", "traits.json", "gate.json"
 FORMAT = "traitlab.local_reward/3"
+ECHO_COLUMN = STYLE_FEATURES.index("echo_of_other") - len(STYLE_FEATURES)  # from the end of the feature rows
 
 
 class RewardConfig(BaseModel):
@@ -130,11 +131,14 @@ class Gate(BaseModel):
     floor: float = Field(description="score a fully invalid dialogue gets (2nd percentile of training scores)")
     enabled: bool = True
 
-    def values(self, dialogues: Sequence[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
-        """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check)."""
+    def values(self, dialogues: Sequence[Dialogue], echo: Sequence[float] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check); ``echo``: each
+        dialogue's ``echo_of_other`` when its style features already measured it."""
         vocab, scripts = frozenset(self.vocabulary), frozenset(self.scripts)
-        m = np.array([validity_measures(d.target_turns, vocab, scripts, previous_messages(d))
-                      for d in dialogues]).reshape(
+        echoes = echo if echo is not None else [None] * len(dialogues)
+        m = np.array([validity_measures(d.target_turns, vocab, scripts, previous_messages(d), e)
+                      for d, e in zip(dialogues, echoes, strict=True)]).reshape(
             len(dialogues), len(self.measures))
         tau = np.array([self.thresholds[k] for k in self.measures])
         per = np.clip((m - tau / 2) / np.maximum(tau / 2, 1e-6), 0.0, 1.0)
@@ -600,7 +604,7 @@ class LocalReward:
         """(traits, gated scores) of precomputed features."""
         traits, scores = predict_params(self.params, X)
         if self.gate is not None and self.gate.enabled and len(dialogues):
-            _, v = self.gate.values(dialogues)
+            _, v = self.gate.values(dialogues, echo=X[:, ECHO_COLUMN].tolist())
             floor = self.gate.floor
             scores = np.where(scores > floor, floor + v * (scores - floor), scores)
         return traits, scores

@@ -113,7 +113,9 @@ def style_features(turns: Sequence[str], previous: Sequence[str] | None = None) 
     turns = [t.strip() for t in turns]
     n = max(len(turns), 1)
     text = "\n".join(turns)
-    letters = [c for c in text if c.isalpha()]
+    chars = Counter(text)  # character classes are counted over distinct characters: scoring stays cheap
+    n_letters = sum(k for c, k in chars.items() if c.isalpha())
+    n_visible = sum(k for c, k in chars.items() if not c.isspace())
     words = text.split()
     n_words = max(len(words), 1)
 
@@ -126,19 +128,18 @@ def style_features(turns: Sequence[str], previous: Sequence[str] | None = None) 
     def log_len(x: float, cap: float) -> float:  # log1p clipped at a length beyond any real turn
         return float(np.log1p(min(x, cap)))
 
-    visible = [c for c in text if not c.isspace()]
     values = [
         log_len(len(text) / n, 1000), log_len(len(words) / n, 200), log_len(len(turns), 60),
-        log_len(len(text), 8000), sum(c.islower() for c in letters) / max(len(letters), 1),
+        log_len(len(text), 8000), sum(k for c, k in chars.items() if c.islower()) / max(n_letters, 1),
         share(lambda t: t[0].islower()), share(lambda t: t[-1] in ".!?"), share(lambda t: t.endswith("?")),
         per_turn(text.count("?")), per_turn(text.count("!")), per_turn(text.count(",")), per_turn(text.count(".")),
         per_turn(text.count("'") + text.count("’")), per_turn(len(EMOJI.findall(text))),
-        sum(c.isdigit() for c in text) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
+        sum(k for c, k in chars.items() if c.isdigit()) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
         sum(w.isupper() and len(w) > 1 for w in words) / n_words, per_turn(text.count("...")),
         sum(w.lower().strip(".,!?") in TEXTING for w in words) / n_words, share(lambda t: t[0].isupper()),
         float(np.tanh(np.mean([len(w) for w in words]) / 10)) if words else 0.0,
         sum(1 for t in turns if not any(c.isalnum() for c in t)) / n,
-        sum(1 for c in visible if not (c.isalnum() or c in PUNCT)) / max(len(visible), 1),
+        sum(k for c, k in chars.items() if not (c.isspace() or c.isalnum() or c in PUNCT)) / max(n_visible, 1),
         echo_of_other(turns, previous or []), shared_ending(turns),
         float(np.tanh(np.std(counts) / (np.mean(counts) + 1))) if (counts := [len(t.split()) for t in turns]) else 0.0,
         unmarked_sentence_starts(turns),
@@ -167,28 +168,31 @@ def vocabulary(texts: Iterable[str], size: int = 6000) -> list[str]:
 
 
 def validity_measures(turns: Sequence[str], vocab: frozenset[str], scripts: frozenset[str],
-                      previous: Sequence[str] = ()) -> np.ndarray:
+                      previous: Sequence[str] = (), echo: float | None = None) -> np.ndarray:
     """The gate's measurements of one speaker's turns, in the order of :data:`VALIDITY_MEASURES`.
 
     Empty turns, symbols instead of letters, keyboard mash or another language (few known words), another
     script, repetition (the same turn again and again, or text that compresses far better than language does)
-    and parroting the other speaker (``previous``, see :func:`echo_of_other`) each pull one measure towards 0.
+    and parroting the other speaker (``previous``, see :func:`echo_of_other`; ``echo`` when already measured)
+    each pull one measure towards 0.
     """
     turns = [t.strip() for t in turns]
     n = max(len(turns), 1)
     text = "\n".join(turns)
-    visible = [c for c in text if not c.isspace()]
-    letters = [c for c in visible if c.isalpha()]
+    chars = Counter(text)
+    n_visible = sum(k for c, k in chars.items() if not c.isspace())
+    letters = {c: k for c, k in chars.items() if c.isalpha()}
+    n_letters = sum(letters.values())
     words = words_of(text)
     raw = text.encode("utf-8")
     compress = min(1.0, len(zlib.compress(raw, 9)) / max(len(raw), 1) * 2) if len(raw) > 200 else 1.0
     return np.asarray([
         sum(1 for t in turns if any(c.isalnum() for c in t)) / n,
-        len(letters) / max(len(visible), 1),
+        n_letters / max(n_visible, 1),
         sum(w in vocab for w in words) / len(words) if words else 0.0,
-        sum(script_of(c) in scripts for c in letters) / len(letters) if letters else 0.0,
+        sum(k for c, k in letters.items() if script_of(c) in scripts) / n_letters if n_letters else 0.0,
         len({t.lower() for t in turns if t}) / max(sum(1 for t in turns if t), 1) if len(turns) > 2 else 1.0,
-        compress, 1.0 - echo_of_other(turns, previous),
+        compress, 1.0 - (echo_of_other(turns, previous) if echo is None else echo),
     ], dtype=np.float32)
 
 
