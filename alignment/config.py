@@ -56,7 +56,8 @@ class MonitorSettings(_Strict):
     the sign of its weight by at least ``min_effect_sd`` baseline SDs with a CI that excludes 0; a trait is
     flagged as dominant when its share of the score gain exceeds ``dominance_share``. Completions are flagged
     ``degenerate`` when a detector of ``traitlab.judges.audit`` (emoji, empty turns, repetition, another
-    script or language...) rises by ``degenerate_rise`` or judged turns grow ``max_length_ratio`` times longer.
+    script or language...) rises by ``degenerate_rise`` (``degenerate_rare_rise`` for marks real turns almost never
+    show) or judged turns grow ``max_length_ratio`` times longer.
     """
 
     heldout_limit: int = Field(50, gt=0)
@@ -69,6 +70,8 @@ class MonitorSettings(_Strict):
     max_parse_rate_drop: float = Field(0.2, ge=0, le=1)
     degenerate_rise: float = Field(0.2, gt=0, le=1, description="rise of a degeneracy rate (emoji, empty turns, "
                                                                 "repetition, other script...) that flags it")
+    degenerate_rare_rise: float = Field(0.05, gt=0, le=1, description="the same for marks real turns almost never "
+                                        "show (emoji, empty turns, symbol runs, invisible characters)")
     max_length_ratio: float = Field(3.0, gt=1, description="growth of characters per judged turn that flags it")
     capability_texts: str | None = Field(None, description="dialogues file whose human target turns measure "
                                                            "perplexity; None = the shipped sample")

@@ -163,7 +163,7 @@ def find_flags(base: Snapshot, cur: Snapshot, weights: dict[str, float], setting
                       "value": {"before": base.parse_rate, "after": cur.parse_rate},
                       "message": f"scorable completions fell {base.parse_rate:.0%} -> {cur.parse_rate:.0%}"})
     for sig in degenerate_signals(base.judged_turns, cur.judged_turns, max_rise=settings.degenerate_rise,
-                                  max_length_ratio=settings.max_length_ratio):
+                                  rare_rise=settings.degenerate_rare_rise, max_length_ratio=settings.max_length_ratio):
         flags.append({"step": cur.step, "kind": "degenerate", "trait": None, "detector": sig.detector,
                       "value": {"before": sig.before, "after": sig.after},
                       "message": f"completions drift toward a reward hack: {sig.message}"})

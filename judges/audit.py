@@ -292,10 +292,16 @@ class DegenerateSignal(BaseModel):
     message: str
 
 
+RARE_DETECTORS = frozenset({"emoji", "empty", "symbol_runs", "invisible"})
+"""Detectors of marks real conversation almost never shows on a turn: a small rise of these is already a drift."""
+
+
 def degenerate_signals(reference: Sequence[Sequence[str]], current: Sequence[Sequence[str]], *,
-                       max_rise: float = 0.2, max_length_ratio: float = 3.0) -> list[DegenerateSignal]:
-    """Detectors whose rate rose by at least ``max_rise`` (absolute) from ``reference`` to ``current``, or
-    whose characters per turn grew ``max_length_ratio`` times; both measured against ``reference``."""
+                       max_rise: float = 0.2, rare_rise: float = 0.05, max_length_ratio: float = 3.0,
+                       ) -> list[DegenerateSignal]:
+    """Detectors whose rate rose by at least ``max_rise`` (``rare_rise`` for :data:`RARE_DETECTORS`; absolute)
+    from ``reference`` to ``current``, or whose characters per turn grew ``max_length_ratio`` times; both
+    measured against ``reference``."""
     if not reference or not current:
         return []
     before, after = degeneracy(reference), degeneracy(current, reference)
@@ -307,7 +313,7 @@ def degenerate_signals(reference: Sequence[Sequence[str]], current: Sequence[Seq
         if name == "length":
             hit = b > 0 and a / b >= max_length_ratio
         else:
-            hit = a - b >= max_rise
+            hit = a - b >= (rare_rise if name in RARE_DETECTORS else max_rise)
         if hit:
             out.append(DegenerateSignal(detector=name, before=b, after=a,
                                         message=f"{name} ({what}) {b:.3g} -> {a:.3g}"))

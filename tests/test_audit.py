@@ -287,3 +287,11 @@ def test_shipped_reward_audit_on_real_transcripts(shared_data):
     sd = np.concatenate([pos, real]).std(ddof=1)
     assert math.isclose(by["empty"].shift_sd, float((edited - real).mean() / sd), rel_tol=1e-4)
     assert "empty" in by["empty"].detected_by
+
+
+def test_a_small_emoji_drift_is_flagged_where_a_small_word_drift_is_not():
+    # the GRPO comparison's unhardened policy put emoji in 8% of its turns: under the 0.2 rise of common measures
+    base = [[f"not much, just got back from work {i}"] for i in range(24)]
+    drifted = [[t + " 😂" if i % 12 == 0 else t for t in c] for i, c in enumerate(base)]
+    assert [s.detector for s in degenerate_signals(base, drifted)] == ["emoji"]
+    assert degenerate_signals(base, drifted, rare_rise=0.2) == []
