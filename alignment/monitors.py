@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import stats as st
 from transformers import TrainerCallback
 
+from traitlab import stats
 from traitlab.data import load_dialogues, sample_dialogues
 from traitlab.judges.audit import degenerate_signals
 from traitlab.registry import Reward, as_reward
@@ -72,15 +72,12 @@ def _mean(values: Any) -> float:
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
-    """Student-t interval of a mean."""
+    """Student-t interval of a mean (:func:`traitlab.stats.mean_ci`)."""
     x = np.asarray(list(values), dtype=float)
     if x.size == 0:
         return Interval(mean=float("nan"), lo=float("nan"), hi=float("nan"), n=0)
-    m = float(x.mean())
-    if x.size < 2:
-        return Interval(mean=m, lo=float("nan"), hi=float("nan"), n=1)
-    half = float(st.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return Interval(mean=m, lo=m - half, hi=m + half, n=int(x.size))
+    lo, hi = stats.mean_ci(x, level)
+    return Interval(mean=float(x.mean()), lo=lo, hi=hi, n=int(x.size))
 
 
 def delta_ci(before: dict[str, float], after: dict[str, float], level: float = 0.95) -> Interval:
@@ -88,16 +85,8 @@ def delta_ci(before: dict[str, float], after: dict[str, float], level: float = 0
     common = sorted(before.keys() & after.keys())
     if len(common) >= 2:
         return mean_ci([after[k] - before[k] for k in common], level)
-    a, b = np.asarray(list(after.values()), float), np.asarray(list(before.values()), float)
-    if a.size < 2 or b.size < 2:
-        d = float(a.mean() - b.mean()) if a.size and b.size else float("nan")
-        return Interval(mean=d, lo=float("nan"), hi=float("nan"), n=int(min(a.size, b.size)))
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se = float(np.sqrt(va + vb))
-    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 1.0
-    d = float(a.mean() - b.mean())
-    half = float(st.t.ppf((1 + level) / 2, dof) * se)
-    return Interval(mean=d, lo=d - half, hi=d + half, n=int(min(a.size, b.size)))
+    d, lo, hi, _ = stats.welch(list(before.values()), list(after.values()), level)
+    return Interval(mean=d, lo=lo, hi=hi, n=min(len(before), len(after)))
 
 
 def trait_weights(reward: Reward, snapshot: Snapshot) -> tuple[dict[str, float], str]:

@@ -77,7 +77,7 @@ def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     if v.size < 2:
         return float("nan"), float("nan")
-    half = _st.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    half = _st.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
     return float(v.mean() - half), float(v.mean() + half)
 
 
@@ -96,7 +96,7 @@ def welch(base: ArrayLike, other: ArrayLike, level: float = 0.95) -> tuple[float
     if se == 0:
         return diff, diff, diff, 1.0 if diff == 0 else 0.0
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = _st.t.ppf(0.5 + level / 2, dof) * se
+    half = _st.t.ppf((1 + level) / 2, dof) * se
     return diff, diff - float(half), diff + float(half), float(2 * _st.t.sf(abs(diff) / se, dof))
 
 
