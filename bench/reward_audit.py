@@ -1,6 +1,7 @@
 """The reward audit of the local reward on held-out Turing games: how far each cheap edit lifts AI transcripts.
 
     python bench/reward_audit.py [--data ../shared/data] [--folds 0] [--max-depth 3] [--beam 3]
+                                 [--set FIELD=JSON ...]   (RewardConfig overrides, e.g. edit_chain=3)
 
 For each fold (5 folds grouped by game or doctor persona, seed 0) a reward is trained with HAL's recipe
 through ``distill`` on the other folds only, and audited
@@ -12,6 +13,7 @@ above the median held-out human transcript, and the mean shift in SDs of the rea
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -49,6 +51,13 @@ def print_report(rep: AuditReport, title: str) -> None:
           f"{rep.n_scored} edited transcripts scored")
 
 
+def _field(setting: str) -> tuple[str, object]:
+    name, _, value = setting.partition("=")
+    if name not in RewardConfig.model_fields or not value:
+        raise SystemExit(f"--set {setting!r}: expected FIELD=JSON, FIELD one of {sorted(RewardConfig.model_fields)}")
+    return name, json.loads(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -56,9 +65,12 @@ def main() -> None:
     ap.add_argument("--max-depth", type=int, default=3)
     ap.add_argument("--beam", type=int, default=3)
     ap.add_argument("--threshold", type=float, default=0.05)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="a RewardConfig field for the trained rewards, e.g. --set edit_chain=3 (repeatable)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    cfg = RewardConfig()
+    cfg = RewardConfig.model_validate({**RewardConfig().model_dump(), **dict(_field(s) for s in args.set)})
+    print(f"RewardConfig overrides: {args.set or 'none'}")
     x = inputs(args.data)
     groups = [CONTRAST.group_of(d) for d in x.dialogues]
     fold = grouped_folds(groups, cfg.folds, cfg.seed)
@@ -70,6 +82,9 @@ def main() -> None:
         rep = audit(reward, held, ("human", "ai"), max_depth=args.max_depth, beam=args.beam,
                     threshold=args.threshold, name=f"local reward, fold {k} held out")
         print_report(rep, f"fold {k} held out ({len(held) // 2} games, {time.time() - t:.0f}s)")
+        m = reward.meta["heldout"]
+        print(f"  the audited reward's own inner CV (other folds): pairwise {m['pairwise_accuracy']:.3f}, "
+              f"ECE {m['ece']:.3f}, fidelity {m['fidelity_spearman']:.3f}")
         reports.append(rep)
     if len(reports) > 1:
         print(f"== single edits over {len(reports)} held-out folds: share above the median human (mean, min-max) ==")

@@ -35,11 +35,14 @@ The HAL recipe (which files and judges) is ``traitlab.presets.hal.reward``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import random
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +56,9 @@ from traitlab.judges.reward_edits import EDITS, TARGETED, edited
 from traitlab.judges.reward_features import (
     STYLE_FEATURES,
     VALIDITY_MEASURES,
+    TurnBatch,
     features,
-    previous_messages,
     script_of,
-    style_features,
-    validity_measures,
     vocabulary,
 )
 from traitlab.registry import reward as register_reward
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
 HEADS_FILE, CONFIG_FILE, TRAITS_FILE, GATE_FILE = "heads.safetensors", "config.json", "traits.json", "gate.json"
 FORMAT = "traitlab.local_reward/3"
-ECHO_COLUMN = STYLE_FEATURES.index("echo_of_other") - len(STYLE_FEATURES)  # from the end of the feature rows
 
 
 class RewardConfig(BaseModel):
@@ -93,11 +93,15 @@ class RewardConfig(BaseModel):
     edits: list[str] | None = Field(default_factory=lambda: list(TARGETED), description="names of the training "
                                     "edits drawn (default: the bounded ones; None = every edit of reward_edits.EDITS)")
     edits_per_row: int = Field(2, ge=1, description="edited copies drawn per training dialogue")
+    edit_chain: int = Field(3, ge=1, le=3, description="each edited copy applies 1 to edit_chain different edits "
+                            "in turn (the audit's search composes up to three; 1 left its composites at 0.21-0.48 "
+                            "on held-out folds)")
     edit_negatives_only: bool = Field(True, description="bounded edits are drawn for negative-label rows only")
     edit_margin: float = Field(1.0, description="logits an edited dialogue may gain over its source")
     edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
                                        "the real positives' logits (None: only the margin over its source)")
-    edit_weight: float = Field(1.0, description="weight of the edit hinge losses")
+    edit_weight: float = Field(3.0, description="weight of the edit hinge losses (1.0 left stripped punctuation at "
+                               "0.09 on held-out fold 0; bench/reward_audit.py --set edit_weight=1)")
     gate: bool = Field(True, description="pull degenerate input (empty, not language, repeated...) to the floor")
     gate_quantile: float = Field(0.005, description="share of training dialogues a gate check may flag")
     gate_general_words: bool = Field(True, description="the encoder's English word list counts as known words "
@@ -131,15 +135,16 @@ class Gate(BaseModel):
     floor: float = Field(description="score a fully invalid dialogue gets (2nd percentile of training scores)")
     enabled: bool = True
 
-    def values(self, dialogues: Sequence[Dialogue], echo: Sequence[float] | None = None
+    @functools.cached_property
+    def _vocab(self) -> frozenset[str]:
+        return frozenset(self.vocabulary)
+
+    def values(self, dialogues: Sequence[Dialogue], batch: TurnBatch | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-        """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check); ``echo``: each
-        dialogue's ``echo_of_other`` when its style features already measured it."""
-        vocab, scripts = frozenset(self.vocabulary), frozenset(self.scripts)
-        echoes = echo if echo is not None else [None] * len(dialogues)
-        m = np.array([validity_measures(d.target_turns, vocab, scripts, previous_messages(d), e)
-                      for d, e in zip(dialogues, echoes, strict=True)]).reshape(
-            len(dialogues), len(self.measures))
+        """(measures per dialogue, validity in [0, 1] per dialogue = the weakest check); ``batch``: the
+        dialogues' :class:`TurnBatch` when the style features already measured it."""
+        batch = batch if batch is not None else TurnBatch.of(dialogues)
+        m = batch.validity(self._vocab, frozenset(self.scripts))
         tau = np.array([self.thresholds[k] for k in self.measures])
         per = np.clip((m - tau / 2) / np.maximum(tau / 2, 1e-6), 0.0, 1.0)
         return m, per.min(axis=1) if len(dialogues) else np.zeros(0)
@@ -220,10 +225,14 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
     for i, d in enumerate(data.dialogues):
         allowed = names if not cfg.edit_negatives_only or data.labels[i] == 0 else degenerate_names
         for k, name in enumerate(rng.sample(allowed, min(cfg.edits_per_row, len(allowed)))):
-            e = edited(d, name, rng, pool)
-            out.append(e.model_copy(update={"id": f"{e.id}{k}"}))
+            more = rng.randint(0, cfg.edit_chain - 1) if cfg.edit_chain > 1 else 0
+            chain = [name, *rng.sample([n for n in allowed if n != name], min(more, len(allowed) - 1))]
+            e = d
+            for step in chain:
+                e = edited(e, step, rng, pool)
+            out.append(e.model_copy(update={"id": f"{d.id}~{'+'.join(chain)}{k}"}))
             src.append(i)
-            degenerate.append(EDITS[name][0] == "degenerate")
+            degenerate.append(any(EDITS[n][0] == "degenerate" for n in chain))
     return out, np.array(src, dtype=int), np.array(degenerate, dtype=bool)
 
 
@@ -413,9 +422,8 @@ def fit_gate(data: TrainingSet, scores: np.ndarray, cfg: RewardConfig) -> Gate:
         s = script_of(c)
         counts[s] = counts.get(s, 0) + 1
     scripts = sorted(s for s, n in counts.items() if n >= 0.001 * len(letters))
-    known, script_set = frozenset(vocab), frozenset(scripts)
-    m = np.array([validity_measures(d.target_turns, known, script_set, previous_messages(d))
-                  for d in data.dialogues])
+    batch = TurnBatch.of(data.dialogues)
+    m = batch.validity(frozenset(vocab), frozenset(scripts))
     j_known = VALIDITY_MEASURES.index("known_word_ratio")
     k = min(cfg.folds, len(set(data.groups)))
     if k >= 2:
@@ -423,8 +431,8 @@ def fit_gate(data: TrainingSet, scores: np.ndarray, cfg: RewardConfig) -> Gate:
         for f in range(k):
             other = general | frozenset(vocabulary([t for d, g in zip(data.dialogues, fold, strict=True)
                                                     if g != f for t in d.target_turns]))
-            for i in np.flatnonzero(fold == f):
-                m[i, j_known] = validity_measures(data.dialogues[i].target_turns, other, script_set)[j_known]
+            rows = fold == f
+            m[rows, j_known] = batch.known_word_ratio(other)[rows]
     thresholds = {k: float(np.quantile(m[:, j], cfg.gate_quantile)) for j, k in enumerate(VALIDITY_MEASURES)}
     thresholds["known_word_ratio"] = min(thresholds["known_word_ratio"], cfg.gate_max_known)
     return Gate(thresholds=thresholds, vocabulary=vocab, scripts=scripts, floor=float(np.quantile(scores, 0.02)),
@@ -523,6 +531,21 @@ def finish(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str
 
 
 # inference (numpy) ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Scoring allocates about a million short-lived strings and lists per 4,000 dialogues and no reference
+    cycles; with the cyclic collector on, its passes walk the caller's whole heap (a loaded data set, a model)
+    for nothing: a quarter of the scoring time (``bench/reward.py --only cost``). A caller's own
+    ``gc.disable()`` is kept."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))
 
@@ -590,7 +613,13 @@ class LocalReward:
         return {t: float(a * w / s) for t, w, s in
                 zip(self.trait_ids, p["head.weight"][0], p["trait_scale"], strict=True)}
 
-    def features(self, dialogues: Sequence[Dialogue]) -> np.ndarray:
+    def features(self, dialogues: Sequence[Dialogue], batch: TurnBatch | None = None) -> np.ndarray:
+        """What the heads read of each dialogue (``[embedding | style]``)."""
+        self._check(dialogues)
+        return features(dialogues, self.config.encoder, batch)
+
+    @staticmethod
+    def _check(dialogues: Sequence[Dialogue]) -> None:
         bad = [i for i, d in enumerate(dialogues) if not isinstance(d, Dialogue)]
         if bad:
             raise TypeError(f"LocalReward scores Dialogue objects; item {bad[0]} is {type(dialogues[bad[0]]).__name__}")
@@ -598,13 +627,13 @@ class LocalReward:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ValueError(f"dialogue ids must be unique (scores are keyed by id); {dup!r} repeats")
-        return features(dialogues, self.config.encoder)
 
-    def score_features(self, X: np.ndarray, dialogues: Sequence[Dialogue]) -> tuple[np.ndarray, np.ndarray]:
-        """(traits, gated scores) of precomputed features."""
+    def score_features(self, X: np.ndarray, dialogues: Sequence[Dialogue], batch: TurnBatch | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(traits, gated scores) of precomputed features (``batch``: the dialogues' measured turns, if at hand)."""
         traits, scores = predict_params(self.params, X)
         if self.gate is not None and self.gate.enabled and len(dialogues):
-            _, v = self.gate.values(dialogues, echo=X[:, ECHO_COLUMN].tolist())
+            _, v = self.gate.values(dialogues, batch)
             floor = self.gate.floor
             scores = np.where(scores > floor, floor + v * (scores - floor), scores)
         return traits, scores
@@ -612,7 +641,10 @@ class LocalReward:
     def score(self, dialogues: Sequence[Dialogue]) -> list[RewardScore]:
         """One RewardScore per dialogue, in order; ``score`` is the gated bounded log-odds (higher = more like
         the positive side)."""
-        traits, scores = self.score_features(self.features(dialogues), dialogues)
+        self._check(dialogues)
+        with _collector_paused():
+            batch = TurnBatch.of(dialogues)
+            traits, scores = self.score_features(features(dialogues, self.config.encoder, batch), dialogues, batch)
         return [RewardScore(id=d.id, score=float(s), traits=dict(zip(self.trait_ids, map(float, t), strict=True)))
                 for d, s, t in zip(dialogues, scores, traits, strict=True)]
 
@@ -773,4 +805,4 @@ def local_reward(path: str | Path | None = None) -> LocalReward:
 
 def style_of(d: Dialogue) -> np.ndarray:
     """The style features of a dialogue's judged turns (what an HF export needs as ``style_features``)."""
-    return style_features(d.target_turns, previous_messages(d))
+    return TurnBatch.of([d]).style()[0]

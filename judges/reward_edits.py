@@ -4,9 +4,11 @@ negatives when a :class:`~traitlab.judges.reward.LocalReward` is trained (``Rewa
 Two kinds, two rules in the training loss:
 
 - ``bounded`` edits keep the dialogue's content (emoji, symbols or a texting tag appended to every turn, a
-  long append, a turn repeated, turns cut short, punctuation dropped): the edited dialogue must not outscore
-  its source by more than a margin. The margin lets a real restyling move the score a little (dropped
-  punctuation and short turns are real cues of human texting) but not carry a transcript across the sides.
+  long append, a turn repeated, turns cut short, punctuation dropped, words in capitals): the edited dialogue
+  must not outscore its source by more than a margin. The margin lets a real restyling move the score a little
+  (dropped punctuation and short turns are real cues of human texting) but not carry a transcript across the
+  sides. An edited copy chains up to ``RewardConfig.edit_chain`` of them, as the audit's search composes its
+  operators.
 - ``degenerate`` edits leave no real answer (empty turns, emoji or symbols only, keyboard mash, another
   language or script, one turn said again and again, ellipses only, the other speaker's words parroted):
   they must score as low as the least positive real dialogues.
@@ -146,11 +148,20 @@ def cut_short(turns: Turns, rng: random.Random, _: Source) -> Turns:
 
 
 def drop_punctuation(turns: Turns, rng: random.Random, _: Source) -> Turns:
-    """Some punctuation marks removed (a random subset of . , ! ? ' and final marks), sometimes lowercased."""
-    marks = set(rng.sample(".,!?'’;:-\"", rng.randint(2, 6)))
+    """Punctuation removed: 2 to all 10 of . , ! ? ' ’ ; : - ", sometimes lowercased (the audit's strip_punct,
+    which removes every Unicode punctuation mark, pushed AI transcripts above the median human while only up to
+    six marks were drawn)."""
+    marks = set(rng.sample(".,!?'’;:-\"", rng.randint(2, 10)))
     lower = rng.random() < 0.5
     out = ["".join(c for c in t if c not in marks) for t in turns]
     return [t.lower() if lower else t for t in out]
+
+
+def shout(turns: Turns, rng: random.Random, _: Source) -> Turns:
+    """Capitals: each word upper-cased with probability 0.5-0.9 (whole turns stay mixed, unlike a plain
+    ``upper()``)."""
+    p = rng.choice((0.5, 0.7, 0.9))
+    return [" ".join(w.upper() if rng.random() < p else w for w in t.split(" ")) for t in turns]
 
 
 def parrot(turns: Turns, rng: random.Random, src: Source) -> Turns:
@@ -178,13 +189,13 @@ EDITS: dict[str, tuple[Literal["bounded", "degenerate"], Edit]] = {
     "other_language": ("degenerate", other_language), "same_turn": ("degenerate", same_turn),
     "ellipses_only": ("degenerate", ellipses_only), "append_tag": ("bounded", append_tag),
     "cut_short": ("bounded", cut_short), "drop_punctuation": ("bounded", drop_punctuation),
-    "parrot": ("degenerate", parrot),
+    "parrot": ("degenerate", parrot), "shout": ("bounded", shout),
 }
 """The training edits by name: (kind, operator)."""
 
 
 TARGETED: tuple[str, ...] = ("append_emoji", "append_long", "append_symbols", "append_tag", "cut_short",
-                              "drop_punctuation", "repeat_turn")
+                              "drop_punctuation", "repeat_turn", "shout")
 """The edits a LocalReward trains out by default: the bounded ones, the cheap tricks the audit found lifting
 AI transcripts. The degenerate ones are left to the validity gate: as hard negatives they cost about 0.15
 pairwise accuracy on HAL (``bench/reward.py`` measures both)."""

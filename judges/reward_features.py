@@ -10,21 +10,23 @@ Every style feature saturates (shares lie in [0, 1], counts per turn go through 
 clipped ``log1p``), so ten emoji per turn or a 2,000-character append cannot push a feature, and through it a
 trait, arbitrarily far from what the training data showed. Four features look at the dialogue's structure
 rather than its style, so the edits a policy could game with are visible to the heads: how much of a turn the
-other speaker had just said (:func:`echo_of_other`), one ending shared by every turn (:func:`shared_ending`),
-how uniform the turn lengths are, and capitalised sentences with no mark between them
-(:func:`unmarked_sentence_starts`). :func:`validity_measures` gives the numbers the
-reward's validity gate compares with its training data (empty turns, letters, vocabulary, script, repetition,
-parroting).
+other speaker had just said (``echo_of_other``), one ending shared by every turn (``shared_ending``), how
+uniform the turn lengths are, and capitalised sentences with no mark between them
+(``unmarked_sentence_starts``). :meth:`TurnBatch.validity` gives the numbers the reward's validity gate
+compares with its training data (empty turns, letters, vocabulary, script, repetition, parroting).
+
+A policy's reward is called on thousands of completions, so both are measured a batch at a time
+(:class:`TurnBatch`): every distinct word once, every character through a table, no Python per word.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,6 @@ import numpy as np
 from traitlab.embed import EncoderConfig, encode
 from traitlab.types import Dialogue
 
-EMOJI = re.compile(r"[\U0001F300-\U0001FAFF\u2600-\u27BF\U0001F000-\U0001F2FF]|(?<!\w)[:;]-?[)(DPp](?!\w)")
 TEXTING = frozenset({"lol", "haha", "lmao", "tbh", "idk", "rn", "u", "ur", "ya", "yeah", "nah", "omg", "ngl",
                      "btw", "imo", "gonna", "wanna", "kinda", "ok", "k"})
 
@@ -74,78 +75,266 @@ def previous_messages(d: Dialogue) -> list[str]:
     return prev
 
 
-def echo_of_other(turns: Sequence[str], previous: Sequence[str]) -> float:
-    """Mean share of a judged turn's words that the other speaker's message before it already said (1.0 = the
-    turn parrots its prompt; an answer reuses a few of the question's words)."""
-    shares = []
-    for t, p in zip(turns, previous, strict=False):
-        said, words = set(words_of(p)), words_of(t)
-        if said and words:
-            shares.append(sum(w in said for w in words) / len(words))
-    return float(np.mean(shares)) if shares else 0.0
+# Character classes by code point, filled in as a batch meets characters it has not seen (pure functions of the
+# character, so the tables are shared by every batch of the process).
+LOWER, UPPER, ALPHA, DIGIT, ALNUM, SPACE, SYMBOL, EMOJI_CHAR = (np.uint8(1 << i) for i in range(8))
+EMOJI_RANGES = ((0x1F300, 0x1FAFF), (0x2600, 0x27BF), (0x1F000, 0x1F2FF))
+COUNTED_MARKS = "?!,.'’"  # each counted per turn
+EMOTICON = re.compile(r"(?<!\w)[:;]-?[)(DPp](?!\w)")  # an emoji is a character in EMOJI_RANGES or one of these
+_CLASS = np.zeros(0x110000, dtype=np.uint8)
+_SCRIPT = np.zeros(0x110000, dtype=np.int16)
+_SEEN = np.zeros(0x110000, dtype=bool)
+_SCRIPT_NAMES: dict[str, int] = {}
 
 
-def shared_ending(turns: Sequence[str]) -> float:
-    """Share of the turns that end on the dialogue's most common last token, when 3+ turns share one (an
-    appended signature, tag or emoji run); 0 otherwise."""
-    ends = [t.split()[-1].lower() for t in turns if t.split()]
-    if len(ends) < 3:
-        return 0.0
-    top = Counter(ends).most_common(1)[0][1]
-    return top / len(turns) if top >= 3 else 0.0
+def _classify(cps: np.ndarray) -> np.ndarray:
+    """The class bits of each code point (and its script id in ``_SCRIPT``), classifying unseen ones once."""
+    for cp in np.flatnonzero(np.bincount(cps[~_SEEN[cps]])).tolist():
+        c = chr(cp)
+        bits = 0
+        for flag, test in ((LOWER, c.islower()), (UPPER, c.isupper()), (ALPHA, c.isalpha()), (DIGIT, c.isdigit()),
+                           (ALNUM, c.isalnum()), (SPACE, c.isspace()),
+                           (SYMBOL, not (c.isspace() or c.isalnum() or c in PUNCT)),
+                           (EMOJI_CHAR, any(lo <= cp <= hi for lo, hi in EMOJI_RANGES))):
+            bits |= int(flag) if test else 0
+        _CLASS[cp] = bits
+        if c.isalpha():
+            _SCRIPT[cp] = _SCRIPT_NAMES.setdefault(script_of(c), len(_SCRIPT_NAMES))
+        _SEEN[cp] = True
+    return _CLASS[cps]
 
 
-def unmarked_sentence_starts(turns: Sequence[str]) -> float:
-    """Share of words inside a turn that start a sentence with a capital after a word with no mark (``well How
-    about``): sentences written properly whose punctuation was taken away, which human texting rarely shows."""
-    hits = total = 0
-    for t in turns:
-        words = t.split()
-        for prev, w in pairwise(words):
-            total += 1
-            hits += w[0].isupper() and not w.startswith("I") and prev[-1].isalnum()
-    return hits / total if total else 0.0
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
+class TurnBatch:
+    """The judged turns of a batch of dialogues, measured together for the style features and the gate.
+
+    Every character is classified by one table lookup, and every whitespace-separated chunk (a word with its
+    punctuation) is measured once however often the batch repeats it; a feature is then a sum over a turn's
+    characters or chunks. Nothing a feature looks at crosses whitespace, so the sums equal measuring each
+    dialogue's text on its own (``tests/test_reward.py`` checks this against plain per-dialogue code), at a
+    cost that grows with the batch's distinct words rather than its length.
+    """
+
+    def __init__(self, turns: Sequence[Sequence[str]], previous: Sequence[Sequence[str]] | None = None) -> None:
+        self.turns = [[t.strip() for t in ts] for ts in turns]
+        n = self.n = len(self.turns)
+        prev = list(previous) if previous is not None else [[] for _ in range(n)]
+        flat = [t for ts in self.turns for t in ts]
+        self.n_turns = np.fromiter(map(len, self.turns), dtype=np.int64, count=n)
+        self.turn_dlg = np.repeat(np.arange(n), self.n_turns)
+        t_len = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        ends = np.cumsum(t_len)
+        starts = ends - t_len
+        cps = np.append(_code_points("".join(flat)), 0)  # a sentinel of no class: empty turns index it safely
+        cls = _classify(cps)
+        cls[-1] = 0
+        self._cps, self._cls, self._starts, self._ends, self.t_len = cps, cls, starts, ends, t_len
+
+        # chunks of the judged turns, then of the other speaker's message before each turn (for the echo)
+        parts = [t.split() for t in flat]
+        self.n_chunks = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        said = [p for ts, ps in zip(self.turns, prev, strict=True)
+                for p in [*ps[:len(ts)], *[""] * (len(ts) - len(ps))]]  # one message per turn, "" for none
+        said_parts = [p.split() for p in said]
+        chunks = [c for ps in parts for c in ps]
+        said_chunks = [c for ps in said_parts for c in ps]
+        index = {c: k for k, c in enumerate(dict.fromkeys([*chunks, *said_chunks]))}
+        keys = list(index)
+        self.occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+        self.occ_turn = np.repeat(np.arange(len(flat)), self.n_chunks)
+        said_occ = np.fromiter(map(index.__getitem__, said_chunks), dtype=np.int64, count=len(said_chunks))
+        said_turn = np.repeat(np.arange(len(flat)), np.fromiter(map(len, said_parts), dtype=np.int64,
+                                                                  count=len(said_parts)))
+
+        def per_chunk(values: Iterable[Any], dtype: Any = np.int64) -> np.ndarray:
+            return np.fromiter(values, dtype=dtype, count=len(keys))
+
+        self.k_len = per_chunk(map(len, keys))
+        self.k_allcaps = per_chunk((c.isupper() and len(c) > 1 for c in keys), bool)
+        self.k_texting = per_chunk((c.lower().strip(".,!?") in TEXTING for c in keys), bool)
+        self.k_ellipses = per_chunk(c.count("...") for c in keys)
+        self.k_emoticons = per_chunk(len(EMOTICON.findall(c)) if ":" in c or ";" in c else 0 for c in keys)
+        self.k_cap_start = per_chunk((c[0].isupper() and not c.startswith("I") for c in keys), bool)
+        self.k_alnum_end = per_chunk((c[-1].isalnum() for c in keys), bool)
+        lowered = {c: k for k, c in enumerate(dict.fromkeys(map(str.lower, keys)))}
+        self.k_lower = per_chunk(lowered[c.lower()] for c in keys)
+        self.k_words = list(map(words_of, keys))
+        self.k_n_words = per_chunk(map(len, self.k_words))
+        word_id = {w: i for i, w in enumerate(dict.fromkeys(w for ws in self.k_words for w in ws))}
+        self._k_word_ptr = np.concatenate([[0], np.cumsum(self.k_n_words)])
+        self._k_word_ids = np.fromiter((word_id[w] for ws in self.k_words for w in ws), dtype=np.int64,
+                                       count=int(self._k_word_ptr[-1]))
+        self._echo = self._echo_of_other(said_occ, said_turn)
+
+    @classmethod
+    def of(cls, dialogues: Sequence[Dialogue]) -> TurnBatch:
+        """The batch of the dialogues' judged turns, each with the other speaker's message before it."""
+        return cls([d.target_turns for d in dialogues], [previous_messages(d) for d in dialogues])
+
+    # sums ------------------------------------------------------------------------------------------------
+    def _chars_per_turn(self, columns: np.ndarray) -> np.ndarray:
+        """Per turn, the sum of each column over the turn's characters (rows of ``columns``, sentinel last)."""
+        sums = np.add.reduceat(columns, self._starts, axis=0, dtype=np.int64) if len(self._starts) else np.zeros(
+            (0, *columns.shape[1:]), dtype=np.int64)
+        return sums * (self.t_len > 0).reshape(-1, *[1] * (columns.ndim - 1))  # reduceat gives empty turns a row
+
+    @functools.cached_property
+    def _class_counts(self) -> np.ndarray:
+        return self._chars_per_turn(np.unpackbits(self._cls[:, None], axis=1, bitorder="little"))
+
+    @functools.cached_property
+    def _mark_counts(self) -> dict[str, np.ndarray]:
+        counts = self._chars_per_turn(self._cps[:, None] == np.array([ord(c) for c in COUNTED_MARKS]))
+        return dict(zip(COUNTED_MARKS, counts.T, strict=True))
+
+    def _has(self, flag: np.uint8) -> np.ndarray:
+        return self._class_counts[:, int(flag).bit_length() - 1]
+
+    def _char(self, c: str) -> np.ndarray:
+        return self._mark_counts[c]
+
+    def _per_dialogue(self, per_turn: np.ndarray) -> np.ndarray:
+        return np.bincount(self.turn_dlg, weights=per_turn, minlength=self.n)
+
+    def _chunk_sum(self, per_chunk: np.ndarray) -> np.ndarray:
+        return np.bincount(self.turn_dlg[self.occ_turn], weights=per_chunk[self.occ], minlength=self.n)
+
+    def _word_occurrences(self, occ: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(word id, turn) of every word inside the given chunk occurrences (a chunk holds 0, 1 or more)."""
+        counts = self.k_n_words[occ]
+        first = np.cumsum(counts) - counts  # where each occurrence's words start in the output
+        at = np.repeat(self._k_word_ptr[occ] - first, counts) + np.arange(int(counts.sum()))
+        return self._k_word_ids[at], np.repeat(turn, counts)
+
+    def _echo_of_other(self, said_occ: np.ndarray, said_turn: np.ndarray) -> np.ndarray:
+        """Per dialogue, the mean over its turns of the share of a turn's words that the other speaker's
+        message before it already said (1.0 = the turn parrots its prompt; turns with no words, or no message
+        before them, are left out)."""
+        words, w_turn = self._word_occurrences(self.occ, self.occ_turn)
+        said, s_turn = self._word_occurrences(said_occ, said_turn)
+        span = int(max(words.max(initial=0), said.max(initial=0))) + 1
+        known = np.sort(s_turn * span + said)  # (turn, word) pairs the other speaker said
+        key = w_turn * span + words
+        pos = np.minimum(np.searchsorted(known, key), max(len(known) - 1, 0))
+        hit = known[pos] == key if len(known) else np.zeros(len(key), dtype=bool)
+        n_t = len(self.n_chunks)
+        n_words = np.bincount(w_turn, minlength=n_t)
+        counted = (n_words > 0) & (np.bincount(s_turn, minlength=n_t) > 0)
+        share = np.where(counted, np.bincount(w_turn, weights=hit, minlength=n_t) / np.maximum(n_words, 1), 0.0)
+        m = self._per_dialogue(counted.astype(float))
+        return np.where(m > 0, self._per_dialogue(share) / np.maximum(m, 1), 0.0)
+
+    # what the reward sees --------------------------------------------------------------------------------
+    def style(self) -> np.ndarray:
+        """Texting-style measurements of each dialogue's judged turns: shape ``(n, len(STYLE_FEATURES))``."""
+        nt = self.n_turns
+        n = np.maximum(nt, 1).astype(float)
+        length = self._per_dialogue(self.t_len) + np.maximum(nt - 1, 0)
+        n_chunks = self._per_dialogue(self.n_chunks)
+        non_empty = self.t_len > 0
+        first = np.where(non_empty, self._cls[self._starts], 0)
+        last = np.where(non_empty, self._cps[self._ends - 1], 0)
+
+        def share(per_turn_true: np.ndarray) -> np.ndarray:
+            return self._per_dialogue((per_turn_true & non_empty).astype(float)) / n
+
+        def per_turn(count: np.ndarray) -> np.ndarray:  # saturates: 0 -> 0, 1 per turn -> 0.76, 10 -> 1.0
+            return np.tanh(count / n)
+
+        def log_len(x: np.ndarray, cap: float) -> np.ndarray:  # log1p clipped at a length beyond any real turn
+            return np.log1p(np.minimum(x, cap))
+
+        letters, alnum = self._per_dialogue(self._has(ALPHA)), self._has(ALNUM)
+        visible = self._per_dialogue(self.t_len - self._has(SPACE))
+        emoji = self._per_dialogue(self._has(EMOJI_CHAR)) + self._chunk_sum(self.k_emoticons)
+        mean_counts = self._per_dialogue(self.n_chunks) / n
+        spread = np.sqrt(np.maximum(self._per_dialogue(self.n_chunks.astype(float) ** 2) / n - mean_counts ** 2, 0))
+        last_turn_chunk = np.cumsum(self.n_chunks) - 1
+        values = [
+            log_len(length / n, 1000), log_len(n_chunks / n, 200), log_len(nt.astype(float), 60), log_len(length, 8000),
+            self._per_dialogue(self._has(LOWER)) / np.maximum(letters, 1),
+            share((first & LOWER) != 0), share(np.isin(last, [ord("."), ord("!"), ord("?")])),
+            share(last == ord("?")), per_turn(self._per_dialogue(self._char("?"))),
+            per_turn(self._per_dialogue(self._char("!"))), per_turn(self._per_dialogue(self._char(","))),
+            per_turn(self._per_dialogue(self._char("."))),
+            per_turn(self._per_dialogue(self._char("'") + self._char("’"))), per_turn(emoji),
+            self._per_dialogue(self._has(DIGIT)) / np.maximum(length, 1), share(self.n_chunks <= 3),
+            self._chunk_sum(self.k_allcaps) / np.maximum(n_chunks, 1), per_turn(self._chunk_sum(self.k_ellipses)),
+            self._chunk_sum(self.k_texting) / np.maximum(n_chunks, 1), share((first & UPPER) != 0),
+            np.where(n_chunks > 0, np.tanh(self._chunk_sum(self.k_len) / np.maximum(n_chunks, 1) / 10), 0.0),
+            self._per_dialogue((alnum == 0).astype(float)) / n,
+            self._per_dialogue(self._has(SYMBOL)) / np.maximum(visible, 1),
+            self._echo, self._shared_ending(last_turn_chunk),
+            np.where(nt > 0, np.tanh(spread / (mean_counts + 1)), 0.0), self._unmarked_sentence_starts(),
+        ]
+        return np.stack(values, axis=1).astype(np.float32) if self.n else np.zeros((0, len(STYLE_FEATURES)),
+                                                                                   dtype=np.float32)
+
+    def _shared_ending(self, last_chunk: np.ndarray) -> np.ndarray:
+        """Share of the turns that end on the dialogue's most common last chunk (lower-cased), when 3+ turns
+        share one (an appended signature, tag or emoji run); 0 otherwise."""
+        spoke = self.n_chunks > 0
+        ends = self.k_lower[self.occ[last_chunk[spoke]]] if spoke.any() else np.zeros(0, dtype=np.int64)
+        dlg = self.turn_dlg[spoke]
+        top = np.zeros(self.n)
+        if len(ends):
+            span = int(self.k_lower.max()) + 1
+            pairs = np.sort(dlg * span + ends)
+            first = np.flatnonzero(np.diff(pairs, prepend=-1))  # where each (dialogue, ending) run starts
+            np.maximum.at(top, pairs[first] // span, np.diff(np.append(first, len(pairs))))
+        n_ends = np.bincount(dlg, minlength=self.n)
+        return np.where((n_ends >= 3) & (top >= 3), top / np.maximum(self.n_turns, 1), 0.0)
+
+    def _unmarked_sentence_starts(self) -> np.ndarray:
+        """Share of chunks inside a turn that start a sentence with a capital after a chunk ending in a letter
+        or digit (``well How about``): sentences written properly whose punctuation was taken away, which human
+        texting rarely shows ("I" is a word, not a sentence start)."""
+        same_turn = self.occ_turn[1:] == self.occ_turn[:-1]
+        hit = same_turn & self.k_alnum_end[self.occ[:-1]] & self.k_cap_start[self.occ[1:]]
+        dlg = self.turn_dlg[self.occ_turn[1:]] if len(self.occ) > 1 else np.zeros(0, dtype=np.int64)
+        hits = np.bincount(dlg, weights=hit, minlength=self.n)
+        pairs = self._per_dialogue(np.maximum(self.n_chunks - 1, 0))
+        return np.where(pairs > 0, hits / np.maximum(pairs, 1), 0.0)
+
+    def validity(self, vocab: frozenset[str], scripts: frozenset[str]) -> np.ndarray:
+        """The gate's measurements, shape ``(n, len(VALIDITY_MEASURES))``, each higher = more like real
+        language: empty turns, symbols instead of letters, keyboard mash or another language (few known
+        words), another script, repetition (one turn again and again, or text that compresses far better than
+        language does) and parroting the other speaker each pull one measure towards 0."""
+        n = np.maximum(self.n_turns, 1)
+        letters = self._per_dialogue(self._has(ALPHA))
+        visible = self._per_dialogue(self.t_len - self._has(SPACE))
+        names = sorted(_SCRIPT_NAMES, key=_SCRIPT_NAMES.get)
+        allowed = np.array([name in scripts for name in names] or [False])
+        in_script = ((self._cls & ALPHA) != 0) & allowed[_SCRIPT[self._cps]]
+        distinct, compress = [], []
+        for ts in self.turns:
+            spoken = [t for t in ts if t]
+            distinct.append(len({t.lower() for t in spoken}) / max(len(spoken), 1) if len(ts) > 2 else 1.0)
+            raw = "\n".join(ts).encode("utf-8")
+            compress.append(min(1.0, len(zlib.compress(raw, 9)) / len(raw) * 2) if len(raw) > 200 else 1.0)
+        return np.stack([
+            self._per_dialogue((self._has(ALNUM) > 0).astype(float)) / n,
+            letters / np.maximum(visible, 1), self.known_word_ratio(vocab),
+            np.where(letters > 0, self._per_dialogue(self._chars_per_turn(in_script)) / np.maximum(letters, 1), 0.0),
+            np.array(distinct), np.array(compress), 1.0 - self._echo,
+        ], axis=1).astype(np.float32) if self.n else np.zeros((0, len(VALIDITY_MEASURES)), dtype=np.float32)
+
+    def known_word_ratio(self, vocab: frozenset[str]) -> np.ndarray:
+        """Per dialogue, the share of its words (:func:`words_of`) that ``vocab`` holds (0 with no words)."""
+        known = np.fromiter((sum(w in vocab for w in ws) for ws in self.k_words), dtype=np.int64,
+                            count=len(self.k_words))
+        words = self._chunk_sum(self.k_n_words)
+        return np.where(words > 0, self._chunk_sum(known) / np.maximum(words, 1), 0.0)
 
 
 def style_features(turns: Sequence[str], previous: Sequence[str] | None = None) -> np.ndarray:
-    """Texting-style measurements of one speaker's turns, in the order of :data:`STYLE_FEATURES`;
-    ``previous`` (the other speaker's message before each turn, :func:`previous_messages`) gives the echo."""
-    turns = [t.strip() for t in turns]
-    n = max(len(turns), 1)
-    text = "\n".join(turns)
-    chars = Counter(text)  # character classes are counted over distinct characters: scoring stays cheap
-    n_letters = sum(k for c, k in chars.items() if c.isalpha())
-    n_visible = sum(k for c, k in chars.items() if not c.isspace())
-    words = text.split()
-    n_words = max(len(words), 1)
-
-    def share(pred: Any) -> float:
-        return sum(1 for t in turns if t and pred(t)) / n
-
-    def per_turn(count: int) -> float:  # saturates: 0 -> 0, 1 per turn -> 0.76, 10 per turn -> 1.0
-        return float(np.tanh(count / n))
-
-    def log_len(x: float, cap: float) -> float:  # log1p clipped at a length beyond any real turn
-        return float(np.log1p(min(x, cap)))
-
-    values = [
-        log_len(len(text) / n, 1000), log_len(len(words) / n, 200), log_len(len(turns), 60),
-        log_len(len(text), 8000), sum(k for c, k in chars.items() if c.islower()) / max(n_letters, 1),
-        share(lambda t: t[0].islower()), share(lambda t: t[-1] in ".!?"), share(lambda t: t.endswith("?")),
-        per_turn(text.count("?")), per_turn(text.count("!")), per_turn(text.count(",")), per_turn(text.count(".")),
-        per_turn(text.count("'") + text.count("’")), per_turn(len(EMOJI.findall(text))),
-        sum(k for c, k in chars.items() if c.isdigit()) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
-        sum(w.isupper() and len(w) > 1 for w in words) / n_words, per_turn(text.count("...")),
-        sum(w.lower().strip(".,!?") in TEXTING for w in words) / n_words, share(lambda t: t[0].isupper()),
-        float(np.tanh(np.mean([len(w) for w in words]) / 10)) if words else 0.0,
-        sum(1 for t in turns if not any(c.isalnum() for c in t)) / n,
-        sum(k for c, k in chars.items() if not (c.isspace() or c.isalnum() or c in PUNCT)) / max(n_visible, 1),
-        echo_of_other(turns, previous or []), shared_ending(turns),
-        float(np.tanh(np.std(counts) / (np.mean(counts) + 1))) if (counts := [len(t.split()) for t in turns]) else 0.0,
-        unmarked_sentence_starts(turns),
-    ]
-    return np.asarray(values, dtype=np.float32)
-
+    """The style features of one speaker's turns (``previous``: the other speaker's message before each turn,
+    :func:`previous_messages`, which the echo needs), in the order of :data:`STYLE_FEATURES`."""
+    return TurnBatch([turns], [previous or []]).style()[0]
 
 
 VALIDITY_MEASURES: tuple[str, ...] = ("non_empty_turns", "letter_ratio", "known_word_ratio", "known_script_ratio",
@@ -167,38 +356,8 @@ def vocabulary(texts: Iterable[str], size: int = 6000) -> list[str]:
     return [w for w, _ in counts.most_common(size)]
 
 
-def validity_measures(turns: Sequence[str], vocab: frozenset[str], scripts: frozenset[str],
-                      previous: Sequence[str] = (), echo: float | None = None) -> np.ndarray:
-    """The gate's measurements of one speaker's turns, in the order of :data:`VALIDITY_MEASURES`.
-
-    Empty turns, symbols instead of letters, keyboard mash or another language (few known words), another
-    script, repetition (the same turn again and again, or text that compresses far better than language does)
-    and parroting the other speaker (``previous``, see :func:`echo_of_other`; ``echo`` when already measured)
-    each pull one measure towards 0.
-    """
-    turns = [t.strip() for t in turns]
-    n = max(len(turns), 1)
-    text = "\n".join(turns)
-    chars = Counter(text)
-    n_visible = sum(k for c, k in chars.items() if not c.isspace())
-    letters = {c: k for c, k in chars.items() if c.isalpha()}
-    n_letters = sum(letters.values())
-    words = words_of(text)
-    raw = text.encode("utf-8")
-    compress = min(1.0, len(zlib.compress(raw, 9)) / max(len(raw), 1) * 2) if len(raw) > 200 else 1.0
-    return np.asarray([
-        sum(1 for t in turns if any(c.isalnum() for c in t)) / n,
-        n_letters / max(n_visible, 1),
-        sum(w in vocab for w in words) / len(words) if words else 0.0,
-        sum(k for c, k in letters.items() if script_of(c) in scripts) / n_letters if n_letters else 0.0,
-        len({t.lower() for t in turns if t}) / max(sum(1 for t in turns if t), 1) if len(turns) > 2 else 1.0,
-        compress, 1.0 - (echo_of_other(turns, previous) if echo is None else echo),
-    ], dtype=np.float32)
-
-
-def features(dialogues: Sequence[Dialogue], cfg: EncoderConfig) -> np.ndarray:
-    """``[embedding | style]`` per dialogue: shape ``(n, 384 + len(STYLE_FEATURES))``."""
-    emb = encode([target_text(d) for d in dialogues], cfg)
-    style = np.stack([style_features(d.target_turns, previous_messages(d)) for d in dialogues]) if dialogues else (
-        np.zeros((0, len(STYLE_FEATURES)), dtype=np.float32))
-    return np.hstack([emb, style])
+def features(dialogues: Sequence[Dialogue], cfg: EncoderConfig, batch: TurnBatch | None = None) -> np.ndarray:
+    """``[embedding | style]`` per dialogue: shape ``(n, encoder width + len(STYLE_FEATURES))``; ``batch``: the
+    dialogues' :class:`TurnBatch` when the caller measures it for the gate too."""
+    batch = batch if batch is not None else TurnBatch.of(dialogues)
+    return np.hstack([encode([target_text(d) for d in dialogues], cfg), batch.style()])

@@ -263,6 +263,36 @@ def ungated_reward_dir(tmp_path_factory):
     return r.save(tmp_path_factory.mktemp("reward") / "ungated")
 
 
+def test_trait_contributions_track_the_score_change_on_real_dialogues(shared_data):
+    """The before/after table on real transcripts (each game's AI witness as "before", its human as "after"): the
+    traits' weight x change adds up to the score change, to first order under the shipped reward's bound."""
+    from traitlab.alignment.monitors import before_after, trait_weights
+    from traitlab.data import load_dialogues
+    from traitlab.judges.reward import load_reward
+
+    reward = load_reward()
+    games: dict[str, dict] = {}
+    for d in load_dialogues(shared_data / "hal_turing" / "dialogues.jsonl")[:200]:
+        games.setdefault(str(d.meta["game_id"]), {})[str(d.label)] = d
+    pairs = {g: v for g, v in games.items() if {"ai", "human"} <= v.keys()}
+    assert len(pairs) >= 30
+
+    def snapshot(side: str) -> Snapshot:
+        rows = {g: v[side] for g, v in pairs.items()}
+        scored = dict(zip(rows, reward.score(list(rows.values())), strict=True))
+        return Snapshot(step=0, scores={g: s.score for g, s in scored.items()}, parse_rate=1.0,
+                        n_completions=len(rows), mean_chars=0.0,
+                        traits={t: {g: s.traits[t] for g, s in scored.items()} for t in reward.trait_ids})
+
+    before, after = snapshot("ai"), snapshot("human")
+    weights, source = trait_weights(reward, before)
+    table = before_after(before, after, weights, source)
+    contrib = sum(row["contribution"] for row in table["traits"].values())
+    delta = table["score"]["delta"]["mean"]
+    assert source == "reward" and delta > 2.0
+    assert 0.5 < contrib / delta < 2.0
+
+
 @pytest.mark.slow
 def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, store):
     from traitlab.alignment.config import validate_config
@@ -284,11 +314,10 @@ def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, sto
     base = Snapshot.model_validate_json((tmp_path / "out" / "baseline.json").read_text())
     assert len(base.judged_turns) == round(base.parse_rate * base.n_completions)   # judged turns kept
     assert {f["kind"] for f in res.flags} <= {"against_sign", "dominant_trait", "capability", "format", "degenerate"}
-    # weight x delta tracks the score change: exactly for a linear scalar, to first order under the reward's
-    # bound and trait clipping (the tiny random policy writes far out-of-distribution text, where both bite)
-    contrib = sum(row["contribution"] for row in table["traits"].values())
-    delta = table["score"]["delta"]["mean"]
-    assert np.sign(contrib) == np.sign(delta) and 0.5 < contrib / delta < 2.0
+    # a trait's contribution is its weight times its change (whether the sum tracks the score change is tested on
+    # real dialogues below: the tiny random policy writes gibberish, where the bound and trait clipping bite)
+    assert all(row["contribution"] == pytest.approx(row["weight"] * row["delta"]["mean"])
+               for row in table["traits"].values())
     assert res.train_metrics["train_loss"] > 0
     assert store.artifact(res.run_id, "before_after")["score"]["before"]["n"] == 6
     assert store.run(res.run_id)["status"] == "done"

@@ -187,24 +187,107 @@ def test_style_features_saturate():
 
 
 def test_structural_features_see_parroting_signatures_and_stripped_sentences():
-    from traitlab.judges.reward_features import (
-        echo_of_other,
-        previous_messages,
-        shared_ending,
-        unmarked_sentence_starts,
-    )
+    from traitlab.judges.reward_features import previous_messages
+
+    def feature(name: str, turns: list[str], previous: list[str] | None = None) -> float:
+        return float(style_features(turns, previous)[STYLE_FEATURES.index(name)])
 
     d = Dialogue(id="e", target_role="w", messages=[
         Message(role="i", content="where are you from?"), Message(role="w", content="from ohio lol"),
         Message(role="i", content="do you like it there"), Message(role="w", content="its ok"),
         Message(role="w", content="cold tho")])
     assert previous_messages(d) == ["where are you from?", "do you like it there", ""]
-    assert echo_of_other(d.target_turns, previous_messages(d)) == pytest.approx((1 / 3 + 0) / 2)
-    assert echo_of_other(["where are you from"], ["where are you from?"]) == 1.0
-    assert shared_ending(["yes hahaha", "no hahaha", "maybe hahaha", "ok"]) == 0.75
-    assert shared_ending(["yes lol", "no", "maybe lol"]) == 0.0  # two alike is a habit, not a signature
-    assert unmarked_sentence_starts(["I am fine How about you"]) > 0 == unmarked_sentence_starts(
-        ["i am fine. How about you? I think so"])
+    assert feature("echo_of_other", d.target_turns, previous_messages(d)) == pytest.approx((1 / 3 + 0) / 2)
+    assert feature("echo_of_other", ["where are you from"], ["where are you from?"]) == 1.0
+    assert feature("shared_ending", ["yes hahaha", "no hahaha", "maybe hahaha", "ok"]) == 0.75
+    assert feature("shared_ending", ["yes lol", "no", "maybe lol"]) == 0.0  # two alike: a habit, not a signature
+    assert feature("unmarked_sentence_starts", ["I am fine How about you"]) > 0 == feature(
+        "unmarked_sentence_starts", ["i am fine. How about you? I think so"])
+
+
+def _reference_features(turns: list[str], previous: list[str], vocab: frozenset[str], scripts: frozenset[str]
+                        ) -> tuple[list[float], list[float]]:
+    """Each style feature and validity measure computed the plain way, on one dialogue's text (what the batched
+    :class:`TurnBatch` must equal)."""
+    import re
+    import zlib
+    from collections import Counter
+    from itertools import pairwise
+
+    from traitlab.judges.reward_features import EMOJI_RANGES, EMOTICON, PUNCT, TEXTING, script_of, words_of
+
+    emoji = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in EMOJI_RANGES) + "]|" + EMOTICON.pattern)
+
+    turns = [t.strip() for t in turns]
+    n, text = max(len(turns), 1), "\n".join(turns)
+    words, letters = text.split(), [c for c in text if c.isalpha()]
+    visible = [c for c in text if not c.isspace()]
+    share = lambda pred: sum(1 for t in turns if t and pred(t)) / n  # noqa: E731
+    per_turn = lambda k: np.tanh(k / n)  # noqa: E731
+    shares = [sum(w in set(words_of(p)) for w in words_of(t)) / len(words_of(t))
+              for t, p in zip(turns, previous, strict=False) if words_of(p) and words_of(t)]
+    echo = float(np.mean(shares)) if shares else 0.0
+    ends = Counter(t.split()[-1].lower() for t in turns if t.split())
+    top = ends.most_common(1)[0][1] if ends else 0
+    pairs = [(a, b) for t in turns for a, b in pairwise(t.split())]
+    counts = [len(t.split()) for t in turns]
+    style = [
+        np.log1p(min(len(text) / n, 1000)), np.log1p(min(len(words) / n, 200)), np.log1p(min(len(turns), 60)),
+        np.log1p(min(len(text), 8000)), sum(c.islower() for c in text) / max(len(letters), 1),
+        share(lambda t: t[0].islower()), share(lambda t: t[-1] in ".!?"), share(lambda t: t.endswith("?")),
+        per_turn(text.count("?")), per_turn(text.count("!")), per_turn(text.count(",")), per_turn(text.count(".")),
+        per_turn(text.count("'") + text.count("’")), per_turn(len(emoji.findall(text))),
+        sum(c.isdigit() for c in text) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
+        sum(w.isupper() and len(w) > 1 for w in words) / max(len(words), 1), per_turn(text.count("...")),
+        sum(w.lower().strip(".,!?") in TEXTING for w in words) / max(len(words), 1), share(lambda t: t[0].isupper()),
+        np.tanh(np.mean([len(w) for w in words]) / 10) if words else 0.0,
+        sum(not any(c.isalnum() for c in t) for t in turns) / n,
+        sum(not (c.isalnum() or c in PUNCT) for c in visible) / max(len(visible), 1), echo,
+        top / len(turns) if sum(ends.values()) >= 3 and top >= 3 else 0.0,
+        np.tanh(np.std(counts) / (np.mean(counts) + 1)) if counts else 0.0,
+        sum(b[0].isupper() and not b.startswith("I") and a[-1].isalnum() for a, b in pairs) / len(pairs)
+        if pairs else 0.0,
+    ]
+    all_words, raw = words_of(text), text.encode("utf-8")
+    spoken = [t for t in turns if t]
+    validity = [
+        sum(any(c.isalnum() for c in t) for t in turns) / n, len(letters) / max(len(visible), 1),
+        sum(w in vocab for w in all_words) / len(all_words) if all_words else 0.0,
+        sum(script_of(c) in scripts for c in letters) / len(letters) if letters else 0.0,
+        len({t.lower() for t in spoken}) / max(len(spoken), 1) if len(turns) > 2 else 1.0,
+        min(1.0, len(zlib.compress(raw, 9)) / len(raw) * 2) if len(raw) > 200 else 1.0, 1.0 - echo,
+    ]
+    return style, validity
+
+
+def test_batched_features_equal_the_plain_per_dialogue_definitions(reward, samples):
+    """TurnBatch measures a whole batch through chunk and character tables; on real turns, every training edit,
+    every audit operator and random junk it equals the plain per-dialogue definition of each feature."""
+    from traitlab.judges.audit import apply_edit, edit_operators
+    from traitlab.judges.reward_features import VALIDITY_MEASURES, TurnBatch, previous_messages
+
+    rng = random.Random(0)
+    pool = [t for d in samples for t in d.target_turns]
+    rows = list(samples)
+    rows += [edited(d, name, random.Random(i), pool) for i, d in enumerate(samples[:6]) for name in EDITS]
+    rows += [apply_edit(d, [name], seed=i) for i, d in enumerate(samples[:3]) for name in edit_operators.names()]
+    junk = [*"abcXYZI .,!?'’\n\t:;-)(DP", "😂", "★", "é", "中", "\u2028", "\u200b", "İ", "...", "Ⅻ", "lol", "Hello"]
+    for i in range(60):
+        msgs = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.7:
+                msgs.append(Message(role="q", content="".join(rng.choice(junk) for _ in range(rng.randint(0, 30)))))
+            msgs.append(Message(role="w", content="".join(rng.choice(junk) for _ in range(rng.randint(0, 50)))))
+        rows.append(Dialogue(id=f"junk{i}", target_role="w", messages=msgs))
+    vocab, scripts = frozenset(reward.gate.vocabulary), frozenset(reward.gate.scripts)
+    batch = TurnBatch.of(rows)
+    style, validity = batch.style(), batch.validity(vocab, scripts)
+    assert style.shape == (len(rows), len(STYLE_FEATURES)) and validity.shape == (len(rows), len(VALIDITY_MEASURES))
+    for i, d in enumerate(rows):
+        ref_style, ref_validity = _reference_features(d.target_turns, previous_messages(d), vocab, scripts)
+        assert style[i] == pytest.approx(ref_style, abs=1e-6), d.id
+        assert validity[i] == pytest.approx(ref_validity, abs=1e-6), d.id
+    assert len(rows) > 200 and style[:, STYLE_FEATURES.index("emoji_per_turn")].max() > 0.5
 
 
 def test_training_edits_never_draw_the_audits_exact_strings(samples):
@@ -221,6 +304,29 @@ def test_training_edits_never_draw_the_audits_exact_strings(samples):
             assert not any(t.endswith(" hahaha") for t in tagged)
             parroted = edited(d, "parrot", rng, []).target_turns
             assert len(parroted) == len(d.target_turns)
+
+
+def test_training_edits_compose_like_the_audits_search(hal_small):
+    """Edited copies chain up to edit_chain different edits (bounded ones on negatives only), and a chain is held
+    to the degenerate rule when any of its edits is degenerate."""
+    from traitlab.judges.reward import training_set, with_edits
+
+    rows, ratings, traits = hal_small
+    contrast = Contrast(positive="human", negative="ai", description="d", group="game_id")
+    data = training_set(rows, ratings, traits, contrast)
+    every = sorted(EDITS)
+    chained, src, degenerate = with_edits(data, RewardConfig(edit_chain=3, edits=every))
+    names = [e.id.split("~", 1)[1].rstrip("0123456789").split("+") for e in chained]
+    assert {len(n) for n in names} == {1, 2, 3} and all(len(set(n)) == len(n) for n in names)
+    assert all(set(n) <= set(every) for n in names)
+    assert list(degenerate) == [any(EDITS[x][0] == "degenerate" for x in n) for n in names]
+    positives = data.labels[src] == 1
+    assert positives.any() and all(EDITS[x][0] == "degenerate" for n, pos in zip(names, positives, strict=True)
+                                   if pos for x in n)
+    single, _, _ = with_edits(data, RewardConfig(edit_chain=1, edits=every))
+    assert all("+" not in e.id for e in single)
+    shouted = edited(rows[0], "shout", random.Random(1), []).target_turns
+    assert any(w.isupper() for t in shouted for w in t.split()) and shouted != [t.upper() for t in shouted]
 
 
 def test_scores_and_traits_stay_bounded_under_extreme_edits(reward, samples):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -142,6 +143,76 @@ def load_static(dims: int = 256) -> Any:
     return StaticModel.from_pretrained(str(static_path(dims)))
 
 
+SPLIT_UNLIKE_BERT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+"""Characters Python's ``str.split`` breaks on but BERT's normaliser deletes (so they join words there)."""
+
+
+def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
+    """model2vec's ``StaticModel.encode`` (truncation, unknown tokens dropped, mean, L2 norm, float16 rounding)
+    computed from each distinct whitespace-separated chunk once.
+
+    A BERT tokenizer never joins pieces across whitespace, so a text's tokens are its chunks' tokens in order.
+    A batch of dialogues repeats the same few thousand words, so tokenizing and summing the distinct chunks,
+    then adding up chunk sums per text (a sparse product, in float64 so a text's embedding does not depend on
+    its batch mates), does a fraction of the work of tokenizing every text. The result equals
+    ``model.encode`` to float16 rounding (``tests/test_embed.py`` checks it on mixed scripts, emoji, control
+    characters and truncated texts). Texts holding a character the two disagree on as a separator go through
+    ``model.encode`` itself."""
+    from scipy.sparse import csr_matrix
+
+    out = np.zeros((len(texts), model.dim), dtype=np.float32)
+    odd = {i for i, t in enumerate(texts) if SPLIT_UNLIKE_BERT.search(t)}
+    if odd:
+        out[sorted(odd)] = model.encode([texts[i] for i in sorted(odd)], max_length=max_tokens,
+                                        use_multiprocessing=False)
+    cut = max_tokens * model.median_token_length  # model2vec's character truncation before tokenizing
+    chunks: list[str] = []
+    row_ptr = [0]
+    for i, t in enumerate(texts):
+        if i not in odd:
+            chunks += t[:cut].split()
+        row_ptr.append(len(chunks))
+    if not chunks:
+        return out
+    index = {c: j for j, c in enumerate(dict.fromkeys(chunks))}
+    model.tokenizer.enable_truncation(max_tokens)  # a chunk's tokens past max_tokens can never count
+    try:
+        ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
+    finally:
+        model._set_max_length_in_tokenizer(model.max_length)  # as model.encode leaves it
+    unk = model.unk_token_id
+    kept = [[t for t in x if t != unk] for x in ids]
+    n_kept = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+    flat = np.fromiter((t for x in kept for t in x), dtype=np.int64, count=int(n_kept.sum()))
+    used = np.flatnonzero(np.bincount(flat, minlength=1))  # the batch's own rows of the table, in float64
+    local = np.zeros(len(model.embedding), dtype=np.int64)
+    local[used] = np.arange(len(used))
+    table = np.asarray(model.embedding[used], dtype=np.float64)
+    chunk_sum = csr_matrix((np.ones(len(flat)), local[flat], np.concatenate([[0], np.cumsum(n_kept)])),
+                           shape=(len(kept), len(used))) @ table
+
+    n_tok = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    ptr = np.asarray(row_ptr)
+    occ, rows = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks)), np.repeat(
+        np.arange(len(texts)), np.diff(ptr))
+    end = np.cumsum(n_tok[occ])  # tokens up to the end of each chunk, counted from the text's start
+    end -= np.repeat(np.concatenate([[0], end])[ptr[:-1]], np.diff(ptr))
+    whole = end <= max_tokens
+    sums = csr_matrix((np.ones(int(whole.sum())), (rows[whole], occ[whole])), shape=(len(texts), len(kept))
+                      ) @ chunk_sum
+    counts = np.bincount(rows[whole], weights=n_kept[occ[whole]], minlength=len(texts))
+    for j in np.flatnonzero(~whole & (end - n_tok[occ] < max_tokens)):  # the chunk the truncation cuts into
+        part = [t for t in ids[occ[j]][:max_tokens - (end[j] - n_tok[occ[j]])] if t != unk]
+        sums[rows[j]] += table[local[part]].sum(axis=0)
+        counts[rows[j]] += len(part)
+    done = np.flatnonzero(counts > 0)
+    mean = (sums[done] / counts[done, None]).astype(model.embedding.dtype).astype(np.float32)
+    if model.normalize:
+        mean = (mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-32)).astype(model.embedding.dtype)
+    out[done] = mean
+    return out
+
+
 def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
     """Unit-length mean-pooled embeddings, shape ``(len(texts), dim)``, in the order of ``texts``
     (dim 384 for MiniLM, ``cfg.static_dims`` for the static table)."""
@@ -151,8 +222,7 @@ def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
         model = load_static(cfg.static_dims)
         if not len(texts):
             return np.zeros((0, model.dim), dtype=np.float32)
-        out = model.encode(list(texts), max_length=cfg.max_tokens, use_multiprocessing=False)
-        return np.asarray(out, dtype=np.float32)
+        return static_encode(model, list(texts), cfg.max_tokens)
     import torch
 
     tokenizer, model = load_encoder(cfg.int8)
