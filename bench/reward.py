@@ -1,7 +1,7 @@
 """Benchmark of the distilled local reward: every variant side by side in one run.
 
     python bench/reward.py [--data ../shared/data] [--only variants|fidelity|cost] [--encoders static minilm]
-                           [--cache /tmp/traitlab-bench]
+                           [--cache /tmp/traitlab-bench] [--set FIELD=JSON ...]  (RewardConfig overrides)
 
 Variants: encoder (static table distilled from MiniLM vs MiniLM itself) x edits trained out (augment) x
 validity gate, all on the HAL recipe (``traitlab.presets.hal.reward``). For each, with 5-fold CV grouped by
@@ -111,7 +111,7 @@ def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) 
     return X
 
 
-def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str]) -> None:
+def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base: RewardConfig) -> None:
     x = inputs(data_dir)
     data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
     lab = ~np.isnan(data.labels)
@@ -143,12 +143,12 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str]) -> No
         X = _features("train", data.dialogues, enc, cache)
         XD = _features("doctor-heldout", doc, enc, cache)
         XB = {name: _features(f"bench-{k}", rows, enc, cache) for k, (name, rows) in enumerate(edited_rows.items())}
-        ed, src, degen = with_edits(data, RewardConfig())
+        ed, src, degen = with_edits(data, base)
         XE = _features("edits", ed, enc, cache)
         print(f"  [{enc_name}] features of {len(X) + len(XD) + sum(map(len, XB.values())) + len(XE)} dialogues "
               f"({time.time() - t:.0f}s, cached in {cache})")
         for augment in (False, True):
-            cfg = RewardConfig(encoder=enc, augment=augment, steps=steps)
+            cfg = base.model_copy(update={"encoder": enc, "augment": augment, "steps": steps})
             t = time.time()
             oof = cross_val_predict(X, data, cfg, edits=(XE, src, degen) if augment else None)
             m = heldout_metrics(oof, data, cfg)
@@ -327,6 +327,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "traitlab-bench-reward")
     ap.add_argument("--steps", type=int, default=RewardConfig().steps)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="a RewardConfig field of the variants, e.g. --set beta=0.45 (repeatable)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (best is kept)")
     ap.add_argument("--only", choices=["variants", "fidelity", "cost"], default=None)
     ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
@@ -335,7 +337,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
-        variants(args.data, args.cache, args.steps, args.encoders)
+        variants(args.data, args.cache, args.steps, args.encoders, RewardConfig.with_settings(args.set))
     if args.only in (None, "fidelity"):
         fidelity(args.data, args.cache, args.encoders)
     if args.only in (None, "cost"):

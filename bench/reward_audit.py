@@ -13,7 +13,6 @@ above the median held-out human transcript, and the mean shift in SDs of the rea
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -51,13 +50,6 @@ def print_report(rep: AuditReport, title: str) -> None:
           f"{rep.n_scored} edited transcripts scored")
 
 
-def _field(setting: str) -> tuple[str, object]:
-    name, _, value = setting.partition("=")
-    if name not in RewardConfig.model_fields or not value:
-        raise SystemExit(f"--set {setting!r}: expected FIELD=JSON, FIELD one of {sorted(RewardConfig.model_fields)}")
-    return name, json.loads(value)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -69,7 +61,7 @@ def main() -> None:
                     help="a RewardConfig field for the trained rewards, e.g. --set edit_chain=3 (repeatable)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    cfg = RewardConfig.model_validate({**RewardConfig().model_dump(), **dict(_field(s) for s in args.set)})
+    cfg = RewardConfig.with_settings(args.set)
     print(f"RewardConfig overrides: {args.set or 'none'}")
     x = inputs(args.data)
     groups = [CONTRAST.group_of(d) for d in x.dialogues]
