@@ -58,7 +58,9 @@ from traitlab.judges.reward_features import (
     VALIDITY_MEASURES,
     TurnBatch,
     features,
+    previous_messages,
     script_of,
+    style_features,
     vocabulary,
 )
 from traitlab.registry import reward as register_reward
@@ -817,4 +819,4 @@ def local_reward(path: str | Path | None = None) -> LocalReward:
 
 def style_of(d: Dialogue) -> np.ndarray:
     """The style features of a dialogue's judged turns (what an HF export needs as ``style_features``)."""
-    return TurnBatch.of([d]).style()[0]
+    return style_features(d.target_turns, previous_messages(d))

@@ -199,6 +199,16 @@ class TurnBatch:
     def _per_dialogue(self, per_turn: np.ndarray) -> np.ndarray:
         return np.bincount(self.turn_dlg, weights=per_turn, minlength=self.n)
 
+    @functools.cached_property
+    def _letters(self) -> np.ndarray:
+        """Letters per dialogue (style and gate both divide by them)."""
+        return self._per_dialogue(self._has(ALPHA))
+
+    @functools.cached_property
+    def _visible(self) -> np.ndarray:
+        """Characters that are not whitespace, per dialogue."""
+        return self._per_dialogue(self.t_len - self._has(SPACE))
+
     def _chunk_sum(self, per_chunk: np.ndarray) -> np.ndarray:
         return np.bincount(self.turn_dlg[self.occ_turn], weights=per_chunk[self.occ], minlength=self.n)
 
@@ -247,15 +257,13 @@ class TurnBatch:
         def log_len(x: np.ndarray, cap: float) -> np.ndarray:  # log1p clipped at a length beyond any real turn
             return np.log1p(np.minimum(x, cap))
 
-        letters, alnum = self._per_dialogue(self._has(ALPHA)), self._has(ALNUM)
-        visible = self._per_dialogue(self.t_len - self._has(SPACE))
         emoji = self._per_dialogue(self._has(EMOJI_CHAR)) + self._chunk_sum(self.k_emoticons)
-        mean_counts = self._per_dialogue(self.n_chunks) / n
+        mean_counts = n_chunks / n
         spread = np.sqrt(np.maximum(self._per_dialogue(self.n_chunks.astype(float) ** 2) / n - mean_counts ** 2, 0))
         last_turn_chunk = np.cumsum(self.n_chunks) - 1
         values = [
             log_len(length / n, 1000), log_len(n_chunks / n, 200), log_len(nt.astype(float), 60), log_len(length, 8000),
-            self._per_dialogue(self._has(LOWER)) / np.maximum(letters, 1),
+            self._per_dialogue(self._has(LOWER)) / np.maximum(self._letters, 1),
             share((first & LOWER) != 0), share(np.isin(last, [ord("."), ord("!"), ord("?")])),
             share(last == ord("?")), per_turn(self._per_dialogue(self._char("?"))),
             per_turn(self._per_dialogue(self._char("!"))), per_turn(self._per_dialogue(self._char(","))),
@@ -265,8 +273,8 @@ class TurnBatch:
             self._chunk_sum(self.k_allcaps) / np.maximum(n_chunks, 1), per_turn(self._chunk_sum(self.k_ellipses)),
             self._chunk_sum(self.k_texting) / np.maximum(n_chunks, 1), share((first & UPPER) != 0),
             np.where(n_chunks > 0, np.tanh(self._chunk_sum(self.k_len) / np.maximum(n_chunks, 1) / 10), 0.0),
-            self._per_dialogue((alnum == 0).astype(float)) / n,
-            self._per_dialogue(self._has(SYMBOL)) / np.maximum(visible, 1),
+            self._per_dialogue((self._has(ALNUM) == 0).astype(float)) / n,
+            self._per_dialogue(self._has(SYMBOL)) / np.maximum(self._visible, 1),
             self._echo, self._shared_ending(last_turn_chunk),
             np.where(nt > 0, np.tanh(spread / (mean_counts + 1)), 0.0), self._unmarked_sentence_starts(),
         ]
@@ -305,8 +313,7 @@ class TurnBatch:
         words), another script, repetition (one turn again and again, or text that compresses far better than
         language does) and parroting the other speaker each pull one measure towards 0."""
         n = np.maximum(self.n_turns, 1)
-        letters = self._per_dialogue(self._has(ALPHA))
-        visible = self._per_dialogue(self.t_len - self._has(SPACE))
+        letters = self._letters
         names = sorted(_SCRIPT_NAMES, key=_SCRIPT_NAMES.get)
         allowed = np.array([name in scripts for name in names] or [False])
         in_script = ((self._cls & ALPHA) != 0) & allowed[_SCRIPT[self._cps]]
@@ -318,7 +325,7 @@ class TurnBatch:
             compress.append(min(1.0, len(zlib.compress(raw, 9)) / len(raw) * 2) if len(raw) > 200 else 1.0)
         return np.stack([
             self._per_dialogue((self._has(ALNUM) > 0).astype(float)) / n,
-            letters / np.maximum(visible, 1), self.known_word_ratio(vocab),
+            letters / np.maximum(self._visible, 1), self.known_word_ratio(vocab),
             np.where(letters > 0, self._per_dialogue(self._chars_per_turn(in_script)) / np.maximum(letters, 1), 0.0),
             np.array(distinct), np.array(compress), 1.0 - self._echo,
         ], axis=1).astype(np.float32) if self.n else np.zeros((0, len(VALIDITY_MEASURES)), dtype=np.float32)

@@ -193,8 +193,8 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
 
     n_tok = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     ptr = np.asarray(row_ptr)
-    occ, rows = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks)), np.repeat(
-        np.arange(len(texts)), np.diff(ptr))
+    occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+    rows = np.repeat(np.arange(len(texts)), np.diff(ptr))
     end = np.cumsum(n_tok[occ])  # tokens up to the end of each chunk, counted from the text's start
     end -= np.repeat(np.concatenate([[0], end])[ptr[:-1]], np.diff(ptr))
     whole = end <= max_tokens
