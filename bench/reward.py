@@ -334,10 +334,14 @@ def main() -> None:
     ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    try:
+        base = RewardConfig.with_settings(args.set)
+    except ValueError as e:  # a pydantic ValidationError too: a field given a value it does not take
+        ap.error(f"--set: {e}")
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
-        variants(args.data, args.cache, args.steps, args.encoders, RewardConfig.with_settings(args.set))
+        variants(args.data, args.cache, args.steps, args.encoders, base)
     if args.only in (None, "fidelity"):
         fidelity(args.data, args.cache, args.encoders)
     if args.only in (None, "cost"):

@@ -61,7 +61,10 @@ def main() -> None:
                     help="a RewardConfig field for the trained rewards, e.g. --set edit_chain=3 (repeatable)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    cfg = RewardConfig.with_settings(args.set)
+    try:
+        cfg = RewardConfig.with_settings(args.set)
+    except ValueError as e:  # a pydantic ValidationError too: a field given a value it does not take
+        ap.error(f"--set: {e}")
     print(f"RewardConfig overrides: {args.set or 'none'}")
     x = inputs(args.data)
     groups = [CONTRAST.group_of(d) for d in x.dialogues]

@@ -121,7 +121,10 @@ class RewardConfig(BaseModel):
             name, _, raw = setting.partition("=")
             if name not in cls.model_fields or not raw:
                 raise ValueError(f"{setting!r}: expected FIELD=JSON, FIELD one of {sorted(cls.model_fields)}")
-            values[name] = json.loads(raw)
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{setting!r}: the value is not JSON ({e.msg}); strings need quotes") from e
         return cls.model_validate(values)
 
 
