@@ -2,6 +2,7 @@
 
     python bench/reward.py [--data ../shared/data] [--only variants|fidelity|cost] [--encoders static minilm]
                            [--cache /tmp/traitlab-bench] [--set FIELD=JSON ...]  (RewardConfig overrides)
+                           [--seeds 0 1 2]  (variants once per seed, then mean and range over them)
 
 Variants: encoder (static table distilled from MiniLM vs MiniLM itself) x edits trained out (augment) x
 validity gate, all on the HAL recipe (``traitlab.presets.hal.reward``). For each, with 5-fold CV grouped by
@@ -101,8 +102,8 @@ def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float
 def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) -> np.ndarray:
     """Features of ``rows``, cached per encoder, feature set and row set (re-running a bench skips the
     encoder; changed style features or edits make a new entry)."""
-    key = hashlib.sha1("|".join([*STYLE_FEATURES, enc.kind, *(d.id + "".join(d.target_turns) for d in rows)])
-                       .encode()).hexdigest()[:12]
+    parts = [*STYLE_FEATURES, enc.model_dump_json(), *(d.id + "".join(d.target_turns) for d in rows)]
+    key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
     path = cache / f"{name}-{enc.kind}-{len(rows)}-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -111,7 +112,9 @@ def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) 
     return X
 
 
-def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base: RewardConfig) -> None:
+def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base: RewardConfig
+             ) -> dict[str, dict[str, float]]:
+    """Prints the variants' tables; returns each variant's figures (for the summary over seeds)."""
     x = inputs(data_dir)
     data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
     lab = ~np.isnan(data.labels)
@@ -137,20 +140,21 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base:
           f"{spearmanr(-length, doc_agg)[0]:.3f}")
     head = (f"  {'variant':<28}{'pairwise':>9}{'ECE':>7}{'fidelity':>9}{'doc rho':>8}{'partial':>8}"
             f"{'worst edit':>11}  worst edit name")
-    rows_out, robustness = [], {}
-    for enc_name, enc in ((k, ENCODERS[k]) for k in encoders):
+    rows_out, robustness, figures = [], {}, {}
+    for enc_name in encoders:  # the encoder kinds side by side, each with --set's other encoder knobs
+        enc = base.encoder.model_copy(update={"kind": ENCODERS[enc_name].kind})
         t = time.time()
         X = _features("train", data.dialogues, enc, cache)
         XD = _features("doctor-heldout", doc, enc, cache)
         XB = {name: _features(f"bench-{k}", rows, enc, cache) for k, (name, rows) in enumerate(edited_rows.items())}
-        ed, src, degen = with_edits(data, base)
+        ed, src, kind = with_edits(data, base)
         XE = _features("edits", ed, enc, cache)
         print(f"  [{enc_name}] features of {len(X) + len(XD) + sum(map(len, XB.values())) + len(XE)} dialogues "
               f"({time.time() - t:.0f}s, cached in {cache})")
         for augment in (False, True):
             cfg = base.model_copy(update={"encoder": enc, "augment": augment, "steps": steps})
             t = time.time()
-            oof = cross_val_predict(X, data, cfg, edits=(XE, src, degen) if augment else None)
+            oof = cross_val_predict(X, data, cfg, edits=(XE, src, kind) if augment else None)
             m = heldout_metrics(oof, data, cfg)
             fold = oof["fold"]
             for gate in (False, True):
@@ -176,10 +180,13 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base:
                 table |= {e: float(np.mean(v > human)) for e, v in shares.items()}
                 robustness[name] = table
                 worst = max((e for e in table if e != "unedited"), key=table.get)
-                rho = spearmanr(doc_scores, doc_agg)[0]
-                rows_out.append(f"  {name:<28}{m['pairwise_accuracy']:>9.3f}{m['ece']:>7.3f}"
-                                f"{spearmanr(oof_score[turing], oof['agg'][turing])[0]:>9.3f}{rho:>8.3f}"
-                                f"{partial_spearman(doc_scores, doc_agg, length):>8.3f}{table[worst]:>11.2f}  {worst}")
+                figures[name] = {"pairwise": m["pairwise_accuracy"], "ECE": m["ece"],
+                                 "fidelity": spearmanr(oof_score[turing], oof["agg"][turing])[0],
+                                 "doc rho": spearmanr(doc_scores, doc_agg)[0],
+                                 "partial": partial_spearman(doc_scores, doc_agg, length), "worst edit": table[worst]}
+                cells = zip(list(figures[name].values())[:-1], (9, 7, 9, 8, 8), strict=True)
+                rows_out.append(f"  {name:<28}" + "".join(f"{v:>{w}.3f}" for v, w in cells)
+                                + f"{table[worst]:>11.2f}  {worst}")
             print(f"  [{enc_name}, augment={augment}] trained 5 folds in {time.time() - t:.0f}s; mean per-trait "
                   f"Spearman vs the judge {m['trait_spearman_mean']:.3f}")
     print(head)
@@ -190,6 +197,19 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base:
     for e in BENCH_EDITS:
         print("  " + f"{e:<30}" + "".join(f"{robustness[n][e]:>6.2f}" for n in names))
     print("  columns: " + "; ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
+    return figures
+
+
+def seed_summary(runs: dict[int, dict[str, dict[str, float]]]) -> None:
+    """Each variant's figures over the seeds (a seed draws the folds, the edits and the heads' init)."""
+    print(f"== over seeds {sorted(runs)}: mean (min-max) ==")
+    first = next(iter(runs.values()))
+    for name in first:
+        cells = []
+        for metric in first[name]:
+            v = [runs[s][name][metric] for s in runs]
+            cells.append(f"{metric} {np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+        print(f"  {name}: " + ", ".join(cells))
 
 
 def fidelity(data_dir: Path, cache: Path, encoders: list[str]) -> None:
@@ -329,6 +349,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=RewardConfig().steps)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a RewardConfig field of the variants, e.g. --set beta=0.45 (repeatable)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="variants: one run per seed (RewardConfig.seed) and a summary over them")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (best is kept)")
     ap.add_argument("--only", choices=["variants", "fidelity", "cost"], default=None)
     ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
@@ -341,7 +363,10 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
-        variants(args.data, args.cache, args.steps, args.encoders, base)
+        runs = {s: variants(args.data, args.cache, args.steps, args.encoders, base.model_copy(update={"seed": s}))
+                for s in args.seeds or [base.seed]}
+        if len(runs) > 1:
+            seed_summary(runs)
     if args.only in (None, "fidelity"):
         fidelity(args.data, args.cache, args.encoders)
     if args.only in (None, "cost"):

@@ -1,6 +1,7 @@
 """Fine-tuned vs frozen encoder for the local reward, same folds, same heads, same loss (a GPU comparison).
 
-    python bench/reward_finetune.py prepare --out .ft        # here: texts, style, targets, folds, fp16 weights
+    python bench/reward_finetune.py prepare --out .ft [--data ../shared/data] [--limit N]
+                                                             # here: texts, style, targets, folds, fp16 weights
     python bench/reward_finetune.py run --data .ft           # on a GPU machine: torch + transformers only
 
 ``prepare`` needs traitlab; ``run`` does not (the GPU image lacks pydantic): it imports the self-contained
@@ -22,22 +23,31 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
-def prepare(out: Path) -> None:
+def prepare(out: Path, data_dir: Path, limit: int | None) -> None:
+    """The HAL recipe's training rows as the shipped reward reads them (its text as embedded, its style
+    features), written for ``run``; ``limit``: the first rows only (a CPU smoke run)."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    from traitlab.embed import encoder_path
+    from traitlab.embed import PUNCTUATION_DELETED, encoder_path
     from traitlab.judges.aggregate import grouped_folds
     from traitlab.judges.reward import RewardConfig, training_set
-    from traitlab.judges.reward_features import style_features, target_text
+    from traitlab.judges.reward_features import TurnBatch, target_text
+    from traitlab.presets.hal.reward import CONTRAST, inputs
 
-    data = training_set(REPO.parent / "shared" / "data")
+    x = inputs(data_dir)
+    rows = x.dialogues[:limit] if limit else x.dialogues
+    data = training_set(rows, x.ratings if not limit else [r for r in x.ratings if r.dialogue_id in
+                                                           {d.id for d in rows}], x.trait_set, CONTRAST)
     out.mkdir(parents=True, exist_ok=True)
     cfg = RewardConfig()
+    texts = [target_text(d) for d in data.dialogues]
+    if cfg.encoder.strip_punctuation:
+        texts = [t.translate(PUNCTUATION_DELETED) for t in texts]
     (out / "data.json").write_text(json.dumps({
-        "texts": [target_text(d) for d in data.dialogues],
-        "style": np.stack([style_features(d.target_turns) for d in data.dialogues]).tolist(),
+        "texts": texts,
+        "style": TurnBatch.of(data.dialogues).style().tolist(),
         "targets": np.nan_to_num(data.targets, nan=-99.0).tolist(),
         "labels": np.nan_to_num(data.labels, nan=-1).tolist(),
         "groups": data.groups, "fold": grouped_folds(data.groups, cfg.folds, cfg.seed).tolist(),
@@ -97,6 +107,9 @@ def run(data_dir: Path, epochs: int, out: Path | None) -> None:
         head.x_scale.copy_(x0.std(0).clamp(min=1e-6))
         head.trait_mean.copy_(t_mean)
         head.trait_scale.copy_(t_std.clamp(min=1e-6))
+        head.trait_lo.copy_(torch.stack([t[seen[train][:, j], j].min() for j in range(t.shape[1])]))
+        head.trait_hi.copy_(torch.stack([t[seen[train][:, j], j].max() for j in range(t.shape[1])]))
+        head.bounds.copy_(torch.tensor([cfg["input_clip"], cfg["score_bound"]]))
         head = head.to(dev)
         params = [{"params": head.parameters(), "lr": cfg["lr"]}]
         if finetune:
@@ -113,7 +126,7 @@ def run(data_dir: Path, epochs: int, out: Path | None) -> None:
                 x = torch.cat([embed(model, b), style[b].to(dev)], 1)
             else:
                 b, x = train, xs
-            z, logit = head.standardised(x)
+            z, _, logit = head.standardised(x)
             tz = ((targets[b].to(dev) - head.trait_mean) / head.trait_scale)
             sb = seen[b].to(dev)
             loss = ((z - tz) ** 2)[sb].mean()
@@ -139,7 +152,7 @@ def run(data_dir: Path, epochs: int, out: Path | None) -> None:
             with torch.no_grad():
                 x = torch.cat([embed(model, te), style[te].to(dev)], 1)
                 tt, _ = head(x)
-                _, lg = head.standardised(x)
+                _, _, lg = head.standardised(x)
             traits[te], logits[te] = tt.cpu().numpy(), lg.cpu().numpy()
         y = labels.numpy()
         lab = y >= 0
@@ -156,14 +169,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["prepare", "run"])
     ap.add_argument("--out", type=Path, default=REPO / ".ft")
-    ap.add_argument("--data", type=Path, default=REPO / ".ft")
+    ap.add_argument("--data", type=Path, default=None, help="prepare: the HAL data folder (../shared/data); "
+                    "run: the prepared folder (.ft)")
+    ap.add_argument("--limit", type=int, default=None, help="prepare: the first N dialogues only (a smoke run)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--results", type=Path, default=None)
     args = ap.parse_args()
     if args.mode == "prepare":
-        prepare(args.out)
+        prepare(args.out, args.data or REPO.parent / "shared" / "data", args.limit)
     else:
-        run(args.data, args.epochs, args.results)
+        run(args.data or REPO / ".ft", args.epochs, args.results)
 
 
 if __name__ == "__main__":

@@ -113,8 +113,10 @@ def _ten_emoji(t: str, rng: random.Random) -> str:
 
 def _long_append(t: str, rng: random.Random) -> str:
     words: list[str] = []
-    while sum(len(w) + 1 for w in words) < 2000:
+    length = 0  # kept as it grows: summing the words again each time made a composite search minutes long
+    while length < 2000:
         words.append(rng.choice(FILLER_WORDS))
+        length += len(words[-1]) + 1
     return f"{t} {' '.join(words)[:2000]}"
 
 

@@ -209,10 +209,10 @@ def _register_reward(app: typer.Typer) -> None:
     ) -> None:
         """Distil an LLM judge's ratings and the dialogues' labels into a local reward (no LLM call at scoring)."""
         check_outputs(("--out", out, True))
-        from traitlab.embed import EncoderConfig
         from traitlab.judges.reward import RewardConfig, distill_files
 
-        cfg = RewardConfig(encoder=EncoderConfig(kind=encoder), augment=augment, gate=gate, seed=seed)
+        cfg = RewardConfig(encoder=RewardConfig().encoder.model_copy(update={"kind": encoder}), augment=augment,
+                           gate=gate, seed=seed)
         try:
             if preset is not None:
                 if data is None or dialogues or ratings or traits:

@@ -22,6 +22,11 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
   the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a negative
   across. Style features that make such edits visible: the share of a turn's words the other speaker just
   said, one ending shared by every turn, uniform turn lengths, capitalised sentences with their marks gone.
+- **invariant** (``invariant_edits``): restylings that say nothing of the side (punctuation dropped, words in
+  capitals) are applied to labelled rows of *both* sides and trained on with the source's label, and the
+  embedding reads the text with its punctuation deleted (``EncoderConfig.strip_punctuation``), so marks reach
+  the heads only through the counted style features. The hinge alone left held-out AI transcripts with their
+  punctuation stripped above the median human 6-9% of the time (question marks carried most of it).
 - **gated** (``gate``): judged turns that are empty, not language, repeated, parroting the other speaker, or in
   a script or vocabulary the training data never showed are pulled towards ``floor`` (the 2nd percentile of
   real training scores), by how far they fall below what 99.5% of the training dialogues show;
@@ -77,7 +82,7 @@ FORMAT = "traitlab.local_reward/3"
 class RewardConfig(BaseModel):
     """How a LocalReward is built and trained (stored with it)."""
 
-    encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(kind="static"))
+    encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(kind="static", strip_punctuation=True))
     hidden: int = 128
     dropout: float = 0.1
     beta: float = Field(0.3, description="weight of the label log-loss against the trait MSE")
@@ -104,6 +109,12 @@ class RewardConfig(BaseModel):
                                        "the real positives' logits (None: only the margin over its source)")
     edit_weight: float = Field(1.0, description="weight of the edit hinge losses (3.0: no single audit edit fails on "
                                "any held-out fold, but pairwise 0.970 and doctor partial Spearman 0.37; bench/)")
+    invariant_edits: list[str] = Field(default_factory=lambda: ["drop_punctuation", "shout"], description=
+                                       "restylings that say nothing of the side: every labelled row gets "
+                                       "invariant_per_row copies chaining some of them, trained on with its "
+                                       "source's label (both sides, so restyling itself is no cue)")
+    invariant_per_row: int = Field(1, ge=0, description="invariant copies per labelled row (0: none)")
+    invariant_weight: float = Field(0.3, description="weight of the label log-loss on the invariant copies")
     gate: bool = Field(True, description="pull degenerate input (empty, not language, repeated...) to the floor")
     gate_quantile: float = Field(0.005, description="share of training dialogues a gate check may flag")
     gate_general_words: bool = Field(True, description="the encoder's English word list counts as known words "
@@ -225,20 +236,28 @@ def training_set(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings],
                        groups=[contrast.group_of(d) for d in rows], contrast=contrast, judges=judges)
 
 
+BOUNDED, DEGENERATE, INVARIANT = 0, 1, 2
+"""What an edited training copy is held to (``with_edits``' third array): the bounded hinge, the degenerate
+floor, or its source's label."""
+
+
 def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np.ndarray, np.ndarray]:
-    """Edited copies of the training rows: (dialogues, source row index, 1 = degenerate / 0 = bounded).
+    """Edited copies of the training rows: (dialogues, source row index, kind: BOUNDED / DEGENERATE /
+    INVARIANT).
 
     Bounded edits are drawn for negative-label rows only when ``cfg.edit_negatives_only``: lifting a
     negative is the exploit, while restyling a positive (dropping a human's punctuation) is no gain to game
-    and forbidding it would teach the heads to ignore the side's real cues."""
+    and forbidding it would teach the heads to ignore the side's real cues. Invariant copies are drawn for
+    every labelled row after the others (so they leave those draws unchanged): both sides restyled alike,
+    each keeping its label, make the restyling itself no evidence of either side."""
     rng = random.Random(cfg.seed)
     pool = [t for d in data.dialogues for t in d.target_turns if len(t) > 20]
     names = sorted(cfg.edits or EDITS)
-    unknown = sorted(set(names) - set(EDITS))
+    unknown = sorted((set(names) | set(cfg.invariant_edits)) - set(EDITS))
     if unknown:
         raise ValueError(f"unknown training edits {unknown} (known: {sorted(EDITS)})")
     degenerate_names = [n for n in names if EDITS[n][0] == "degenerate"]
-    out, src, degenerate = [], [], []
+    out, src, kind = [], [], []
     for i, d in enumerate(data.dialogues):
         allowed = names if not cfg.edit_negatives_only or data.labels[i] == 0 else degenerate_names
         for k, name in enumerate(rng.sample(allowed, min(cfg.edits_per_row, len(allowed)))):
@@ -249,18 +268,28 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
                 e = edited(e, step, rng, pool)
             out.append(e.model_copy(update={"id": f"{d.id}~{'+'.join(chain)}{k}"}))
             src.append(i)
-            degenerate.append(any(EDITS[n][0] == "degenerate" for n in chain))
-    return out, np.array(src, dtype=int), np.array(degenerate, dtype=bool)
+            kind.append(DEGENERATE if any(EDITS[n][0] == "degenerate" for n in chain) else BOUNDED)
+    invariant = sorted(cfg.invariant_edits)
+    for i in np.flatnonzero(~np.isnan(data.labels)) if invariant else []:
+        for k in range(cfg.invariant_per_row):
+            chain = rng.sample(invariant, rng.randint(1, len(invariant)))
+            e = data.dialogues[i]
+            for step in chain:
+                e = edited(e, step, rng, pool)
+            out.append(e.model_copy(update={"id": f"{data.dialogues[i].id}~{'+'.join(chain)}{k}"}))
+            src.append(int(i))
+            kind.append(INVARIANT)
+    return out, np.array(src, dtype=int), np.array(kind, dtype=np.int8)
 
 
 # training -------------------------------------------------------------------------------------------------
 def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
              agg_logit: np.ndarray | None = None, X_edit: np.ndarray | None = None,
-             edit_src: np.ndarray | None = None, edit_degenerate: np.ndarray | None = None) -> Any:
+             edit_src: np.ndarray | None = None, edit_kind: np.ndarray | None = None) -> Any:
     """Joint fit of a ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
     gamma x (logit - judge's aggregate)^2 + edit_weight x the edit hinges (a bounded edit: above
     max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a degenerate one: above the
-    batch's 2nd percentile)."""
+    batch's 2nd percentile) + invariant_weight x the label log-loss of the invariant copies."""
     import torch
 
     from traitlab.judges.reward_hf_modeling import TraitHead
@@ -289,7 +318,7 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
     if use_edits:
         xe = torch.tensor(X_edit, dtype=torch.float32)
         src = torch.tensor(edit_src)
-        degen = torch.tensor(edit_degenerate)
+        kind = torch.tensor(edit_kind)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     head.train()
@@ -317,7 +346,14 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
                     allowed = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
             bounded = torch.relu(le - allowed)
             floor = torch.relu(le - low)
-            loss = loss + cfg.edit_weight * torch.where(degen[pick], floor, bounded).mean()
+            hinged = kind[pick] != INVARIANT
+            if hinged.any():
+                hinge = torch.where(kind[pick] == DEGENERATE, floor, bounded)[hinged]
+                loss = loss + cfg.edit_weight * hinge.mean()
+            same = ~hinged & lab_all[src[pick]]
+            if same.any():
+                loss = loss + cfg.invariant_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                    le[same], y_all[src[pick]][same])
         loss = loss + cfg.weight_decay * sum((m.weight ** 2).sum() for m in head.trunk if hasattr(m, "weight"))
         loss = loss + cfg.l1_head * head.head.weight.abs().sum()
         loss.backward()
@@ -355,10 +391,10 @@ def _fit(X: np.ndarray, data: TrainingSet, rows: np.ndarray, cfg: RewardConfig, 
     agg = agg_logits[rows]
     kw: dict[str, Any] = {}
     if edits is not None:
-        X_edit, src, degen = edits
+        X_edit, src, kind = edits
         keep = rows[src]
         new_index = np.cumsum(rows) - 1
-        kw = {"X_edit": X_edit[keep], "edit_src": new_index[src[keep]], "edit_degenerate": degen[keep]}
+        kw = {"X_edit": X_edit[keep], "edit_src": new_index[src[keep]], "edit_kind": kind[keep]}
     return _params(fit_head(X[rows], data.targets[rows], data.labels[rows], cfg, agg_logit=agg, **kw))
 
 
@@ -468,8 +504,8 @@ def distill(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings], trai
     X = features(data.dialogues, cfg.encoder)
     edits = None
     if cfg.augment:
-        ed, src, degen = with_edits(data, cfg)
-        edits = (features(ed, cfg.encoder), src, degen)
+        ed, src, kind = with_edits(data, cfg)
+        edits = (features(ed, cfg.encoder), src, kind)
     oof = cross_val_predict(X, data, cfg, aggregator=aggregator, edits=edits)
     metrics = heldout_metrics(oof, data, cfg)
     return finish(X, data, cfg, oof, metrics, aggregator=aggregator, edits=edits, inputs=inputs)
@@ -753,7 +789,7 @@ class LocalReward:
         """Save as a Hugging Face model: ``AutoModelForSequenceClassification.from_pretrained(path,
         trust_remote_code=True)`` gives ``logits[:, 0]`` = this reward's score before the gate (fp32 MiniLM
         encoder, so only for rewards trained on it; pass ``style_features`` for the exact score, see
-        ``reward_hf_modeling``)."""
+        ``reward_hf_modeling``). The saved tokenizer deletes punctuation when the reward's encoder does."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -775,7 +811,18 @@ class LocalReward:
         model.bert.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("pooler.")})
         model.reward_head.load_state_dict({k: torch.tensor(v) for k, v in self.params.items()})
         model.save_pretrained(str(path))
-        AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True).save_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True)
+        if self.config.encoder.strip_punctuation:  # the exported tokenizer deletes punctuation as encode() does
+            from tokenizers import Regex, normalizers
+            from transformers import PreTrainedTokenizerFast
+
+            backend = tokenizer.backend_tokenizer
+            backend.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r"\p{P}"), ""), backend.normalizer])
+            tokenizer = PreTrainedTokenizerFast(  # a BertTokenizer would rebuild its own normaliser on load
+                tokenizer_object=backend, model_max_length=tokenizer.model_max_length,
+                **{k: getattr(tokenizer, k) for k in ("cls_token", "sep_token", "pad_token", "unk_token",
+                                                      "mask_token")})
+        tokenizer.save_pretrained(str(path))
         shutil.copyfile(hf.__file__, path / "modeling_traitlab_reward.py")
         return path
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from traitlab.data import load_dialogues
-from traitlab.embed import load_static, static_encode
+from traitlab.embed import EncoderConfig, encode, load_static, static_encode
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,14 @@ def test_a_texts_embedding_does_not_depend_on_its_batch(model):
     batch = static_encode(model, texts, 32)
     alone = np.stack([static_encode(model, [t], 32)[0] for t in texts[:20]])
     assert np.abs(batch[:20] - alone).max() < 1e-6
+
+
+def test_strip_punctuation_embeds_the_text_without_its_marks(model):
+    """Every Unicode punctuation mark is deleted before embedding (so marks reach a reward only through its
+    counted style features); symbols, emoji and letters are kept."""
+    cfg = EncoderConfig(kind="static", strip_punctuation=True)
+    marked = ["Well, I don't know... maybe?!", "«Ça va» — oui ¿qué? 「はい」", "5 + 3 = 8 ★ 😂"]
+    bare = ["Well I dont know maybe", "Ça va  oui qué はい", "5 + 3 = 8 ★ 😂"]
+    assert np.abs(encode(marked, cfg) - encode(bare, EncoderConfig(kind="static"))).max() < 1e-6
+    plain = encode(marked, EncoderConfig(kind="static"))
+    assert np.abs(plain[0] - encode(bare[:1], EncoderConfig(kind="static"))[0]).max() > 1e-3

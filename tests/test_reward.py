@@ -16,7 +16,10 @@ from traitlab.contrast import Contrast
 from traitlab.data import DataError, load_dialogues, load_ratings, load_trait_set, sample_dialogues
 from traitlab.embed import EncoderConfig
 from traitlab.judges.reward import (
+    BOUNDED,
     DEFAULT_DIR,
+    DEGENERATE,
+    INVARIANT,
     LocalReward,
     RewardConfig,
     distill,
@@ -315,18 +318,39 @@ def test_training_edits_compose_like_the_audits_search(hal_small):
     contrast = Contrast(positive="human", negative="ai", description="d", group="game_id")
     data = training_set(rows, ratings, traits, contrast)
     every = sorted(EDITS)
-    chained, src, degenerate = with_edits(data, RewardConfig(edit_chain=3, edits=every))
+    chained, src, kind = with_edits(data, RewardConfig(edit_chain=3, edits=every, invariant_per_row=0))
     names = [e.id.split("~", 1)[1].rstrip("0123456789").split("+") for e in chained]
     assert {len(n) for n in names} == {1, 2, 3} and all(len(set(n)) == len(n) for n in names)
     assert all(set(n) <= set(every) for n in names)
-    assert list(degenerate) == [any(EDITS[x][0] == "degenerate" for x in n) for n in names]
+    assert list(kind) == [DEGENERATE if any(EDITS[x][0] == "degenerate" for x in n) else BOUNDED for n in names]
     positives = data.labels[src] == 1
     assert positives.any() and all(EDITS[x][0] == "degenerate" for n, pos in zip(names, positives, strict=True)
                                    if pos for x in n)
-    single, _, _ = with_edits(data, RewardConfig(edit_chain=1, edits=every))
+    single, _, _ = with_edits(data, RewardConfig(edit_chain=1, edits=every, invariant_per_row=0))
     assert all("+" not in e.id for e in single)
     shouted = edited(rows[0], "shout", random.Random(1), []).target_turns
     assert any(w.isupper() for t in shouted for w in t.split()) and shouted != [t.upper() for t in shouted]
+
+
+def test_invariant_copies_restyle_both_sides_and_keep_their_label(hal_small):
+    """Every labelled row, human or AI, gets invariant copies made of the invariant edits only, after the hinge
+    edits (whose draws they leave unchanged); unlabelled rows get none."""
+    from traitlab.judges.reward import training_set, with_edits
+
+    rows, ratings, traits = hal_small
+    contrast = Contrast(positive="human", negative="ai", description="d", group="game_id")
+    data = training_set(rows, ratings, traits, contrast)
+    cfg = RewardConfig(invariant_per_row=2)
+    out, src, kind = with_edits(data, cfg)
+    inv = kind == INVARIANT
+    assert sorted(set(src[inv])) == list(np.flatnonzero(~np.isnan(data.labels)))
+    assert np.bincount(src[inv]).max() == 2 and {0.0, 1.0} <= set(data.labels[src[inv]])
+    names = [set(e.id.split("~", 1)[1].rstrip("0123456789").split("+")) for e, i in zip(out, inv, strict=True) if i]
+    assert all(n <= set(cfg.invariant_edits) for n in names)
+    changed = [e.target_turns != data.dialogues[j].target_turns for e, j in zip(out, src, strict=True)]
+    assert np.mean(np.array(changed)[inv]) > 0.9
+    hinged, _, _ = with_edits(data, cfg.model_copy(update={"invariant_per_row": 0}))
+    assert [e.id for e in hinged] == [e.id for e, i in zip(out, inv, strict=True) if not i]
 
 
 def test_scores_and_traits_stay_bounded_under_extreme_edits(reward, samples):
@@ -551,13 +575,14 @@ def test_reward_fn_strings_and_conversations(reward, samples):
 
 @pytest.mark.slow
 def test_hf_export_loads_and_matches(own_project, tmp_path):
-    """A MiniLM-encoder reward exports to HF and reproduces its own scores (the static one refuses)."""
+    """A MiniLM-encoder reward exports to HF and reproduces its own scores, its tokenizer deleting punctuation
+    as the reward's encoder does (the static one refuses)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     own, own_ratings, ts, contrast = own_project
-    cfg = SMALL.model_copy(update={"encoder": EncoderConfig(kind="minilm", bf16=False), "augment": False,
-                                   "folds": 2, "steps": 40})
+    cfg = SMALL.model_copy(update={"encoder": EncoderConfig(kind="minilm", bf16=False, strip_punctuation=True),
+                                   "augment": False, "folds": 2, "steps": 40})
     mini = distill(own[:40], [r for r in own_ratings if r.dialogue_id in {d.id for d in own[:40]}], ts, contrast,
                    config=cfg)
     mini.export_hf(tmp_path / "hf")
@@ -565,6 +590,8 @@ def test_hf_export_loads_and_matches(own_project, tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf", trust_remote_code=True)
     assert model.config.num_labels == 1 and model.config.trait_ids == mini.trait_ids
     rows = own[:6]
+    assert any(c in ".,?!'" for d in rows for t in d.target_turns for c in t)
+    assert tok("well, ok?!")["input_ids"] == tok("well ok")["input_ids"]
     enc = tok(["\n".join(d.target_turns) for d in rows], padding=True, truncation=True, max_length=256,
               return_tensors="pt")
     style = torch.tensor(np.stack([style_of(d) for d in rows]))

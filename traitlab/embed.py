@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,9 @@ class EncoderConfig(BaseModel):
     int8: bool = False
     bf16: bool | None = None
     sort_by_length: bool = True
+    strip_punctuation: bool = Field(False, description="embed the texts with their Unicode punctuation (P*) "
+                                    "deleted (the local reward does: its style features count the marks, and "
+                                    "an embedding that moved with them too let stripped marks lift AI text)")
 
     def use_bf16(self) -> bool:
         import torch
@@ -213,11 +217,24 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
     return out
 
 
+class _PunctuationDeleter(dict):
+    """A ``str.translate`` table that deletes Unicode punctuation, filled in as characters are met."""
+
+    def __missing__(self, cp: int) -> int | None:
+        self[cp] = None if unicodedata.category(chr(cp)).startswith("P") else cp
+        return self[cp]
+
+
+PUNCTUATION_DELETED = _PunctuationDeleter()
+
+
 def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
     """Unit-length mean-pooled embeddings, shape ``(len(texts), dim)``, in the order of ``texts``
     (dim 384 for MiniLM, ``cfg.static_dims`` for the static table)."""
     if isinstance(texts, str):
         raise TypeError("encode takes a sequence of strings, not one string")
+    if cfg.strip_punctuation:
+        texts = [t.translate(PUNCTUATION_DELETED) for t in texts]
     if cfg.kind == "static":
         model = load_static(cfg.static_dims)
         if not len(texts):
