@@ -4,6 +4,9 @@
                                                              # here: texts, style, targets, folds, fp16 weights
     python bench/reward_finetune.py run --data .ft           # on a GPU machine: torch + transformers only
 
+CPU smoke of both steps (plumbing only; 30 rows give no figure): ``prepare --out /tmp/ft --limit 30`` then
+``run --data /tmp/ft --epochs 1`` (under a minute).
+
 ``prepare`` needs traitlab; ``run`` does not (the GPU image lacks pydantic): it imports the self-contained
 ``judges/reward_hf_modeling.py`` by path. The frozen variant is the shipped recipe (MLP trait heads on a
 frozen mean-pooled MiniLM + style features); the fine-tuned one also updates the encoder (lr 2e-5).
