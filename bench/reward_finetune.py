@@ -33,7 +33,7 @@ def prepare(out: Path, data_dir: Path, limit: int | None) -> None:
 
     from safetensors.torch import load_file, save_file
 
-    from traitlab.embed import PUNCTUATION_DELETED, encoder_path
+    from traitlab.embed import encoder_input, encoder_path
     from traitlab.judges.aggregate import grouped_folds
     from traitlab.judges.reward import RewardConfig, training_set
     from traitlab.judges.reward_features import TurnBatch, target_text
@@ -41,15 +41,12 @@ def prepare(out: Path, data_dir: Path, limit: int | None) -> None:
 
     x = inputs(data_dir)
     rows = x.dialogues[:limit] if limit else x.dialogues
-    data = training_set(rows, x.ratings if not limit else [r for r in x.ratings if r.dialogue_id in
-                                                           {d.id for d in rows}], x.trait_set, CONTRAST)
+    ids = {d.id for d in rows}
+    data = training_set(rows, [r for r in x.ratings if r.dialogue_id in ids], x.trait_set, CONTRAST)
     out.mkdir(parents=True, exist_ok=True)
     cfg = RewardConfig()
-    texts = [target_text(d) for d in data.dialogues]
-    if cfg.encoder.strip_punctuation:
-        texts = [t.translate(PUNCTUATION_DELETED) for t in texts]
     (out / "data.json").write_text(json.dumps({
-        "texts": texts,
+        "texts": encoder_input([target_text(d) for d in data.dialogues], cfg.encoder),
         "style": TurnBatch.of(data.dialogues).style().tolist(),
         "targets": np.nan_to_num(data.targets, nan=-99.0).tolist(),
         "labels": np.nan_to_num(data.labels, nan=-1).tolist(),

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from traitlab.contrast import Contrast
-from traitlab.embed import encoder_words
+from traitlab.embed import PUNCTUATION_DELETED, encoder_words
 from traitlab.judges.reward_features import previous_messages
 from traitlab.registry import Registry, Reward, as_reward
 from traitlab.types import Dialogue, Message
@@ -158,7 +158,7 @@ PER_TURN: dict[str, tuple[str, Callable[[str, random.Random], str]]] = {
     "lowercase": ("lowercased", lambda t, _: t.lower()),
     "all_caps": ("all caps", lambda t, _: t.upper()),
     "strip_punct": ("punctuation stripped",
-                    lambda t, _: "".join(c for c in t if not unicodedata.category(c).startswith("P"))),
+                    lambda t, _: t.translate(PUNCTUATION_DELETED)),
     "texting": ("texting words (u, ur, idk, tho...) and a tag (lol, tbh...)", _texting),
     "typos": ("two adjacent letters swapped in about one word in three", _typos),
     "homoglyphs": ("Latin letters swapped for Cyrillic look-alikes", lambda t, _: t.translate(HOMOGLYPHS)),

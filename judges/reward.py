@@ -258,27 +258,25 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
         raise ValueError(f"unknown training edits {unknown} (known: {sorted(EDITS)})")
     degenerate_names = [n for n in names if EDITS[n][0] == "degenerate"]
     out, src, kind = [], [], []
-    for i, d in enumerate(data.dialogues):
+
+    def add(i: int, chain: list[str], k: int, held_to: int) -> None:
+        e = data.dialogues[i]
+        for step in chain:
+            e = edited(e, step, rng, pool)
+        out.append(e.model_copy(update={"id": f"{data.dialogues[i].id}~{'+'.join(chain)}{k}"}))
+        src.append(i)
+        kind.append(held_to)
+
+    for i in range(len(data.dialogues)):
         allowed = names if not cfg.edit_negatives_only or data.labels[i] == 0 else degenerate_names
         for k, name in enumerate(rng.sample(allowed, min(cfg.edits_per_row, len(allowed)))):
             more = rng.randint(0, cfg.edit_chain - 1) if cfg.edit_chain > 1 else 0
             chain = [name, *rng.sample([n for n in allowed if n != name], min(more, len(allowed) - 1))]
-            e = d
-            for step in chain:
-                e = edited(e, step, rng, pool)
-            out.append(e.model_copy(update={"id": f"{d.id}~{'+'.join(chain)}{k}"}))
-            src.append(i)
-            kind.append(DEGENERATE if any(EDITS[n][0] == "degenerate" for n in chain) else BOUNDED)
+            add(i, chain, k, DEGENERATE if any(EDITS[n][0] == "degenerate" for n in chain) else BOUNDED)
     invariant = sorted(cfg.invariant_edits)
     for i in np.flatnonzero(~np.isnan(data.labels)) if invariant else []:
         for k in range(cfg.invariant_per_row):
-            chain = rng.sample(invariant, rng.randint(1, len(invariant)))
-            e = data.dialogues[i]
-            for step in chain:
-                e = edited(e, step, rng, pool)
-            out.append(e.model_copy(update={"id": f"{data.dialogues[i].id}~{'+'.join(chain)}{k}"}))
-            src.append(int(i))
-            kind.append(INVARIANT)
+            add(int(i), rng.sample(invariant, rng.randint(1, len(invariant))), k, INVARIANT)
     return out, np.array(src, dtype=int), np.array(kind, dtype=np.int8)
 
 

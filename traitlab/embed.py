@@ -228,13 +228,17 @@ class _PunctuationDeleter(dict):
 PUNCTUATION_DELETED = _PunctuationDeleter()
 
 
+def encoder_input(texts: Sequence[str], cfg: EncoderConfig) -> list[str]:
+    """The texts as the encoder reads them: with their punctuation deleted when ``cfg.strip_punctuation``."""
+    return [t.translate(PUNCTUATION_DELETED) for t in texts] if cfg.strip_punctuation else list(texts)
+
+
 def encode(texts: Sequence[str], cfg: EncoderConfig) -> np.ndarray:
     """Unit-length mean-pooled embeddings, shape ``(len(texts), dim)``, in the order of ``texts``
     (dim 384 for MiniLM, ``cfg.static_dims`` for the static table)."""
     if isinstance(texts, str):
         raise TypeError("encode takes a sequence of strings, not one string")
-    if cfg.strip_punctuation:
-        texts = [t.translate(PUNCTUATION_DELETED) for t in texts]
+    texts = encoder_input(texts, cfg)
     if cfg.kind == "static":
         model = load_static(cfg.static_dims)
         if not len(texts):
