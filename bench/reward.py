@@ -112,7 +112,7 @@ def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) 
     return X
 
 
-def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base: RewardConfig
+def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfig
              ) -> dict[str, dict[str, float]]:
     """Prints the variants' tables; returns each variant's figures (for the summary over seeds)."""
     x = inputs(data_dir)
@@ -152,7 +152,7 @@ def variants(data_dir: Path, cache: Path, steps: int, encoders: list[str], base:
         print(f"  [{enc_name}] features of {len(X) + len(XD) + sum(map(len, XB.values())) + len(XE)} dialogues "
               f"({time.time() - t:.0f}s, cached in {cache})")
         for augment in (False, True):
-            cfg = base.model_copy(update={"encoder": enc, "augment": augment, "steps": steps})
+            cfg = base.model_copy(update={"encoder": enc, "augment": augment})
             t = time.time()
             oof = cross_val_predict(X, data, cfg, edits=(XE, src, kind) if augment else None)
             m = heldout_metrics(oof, data, cfg)
@@ -346,7 +346,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "traitlab-bench-reward")
-    ap.add_argument("--steps", type=int, default=RewardConfig().steps)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a RewardConfig field of the variants, e.g. --set beta=0.45 (repeatable)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -363,7 +362,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
-        runs = {s: variants(args.data, args.cache, args.steps, args.encoders, base.model_copy(update={"seed": s}))
+        runs = {s: variants(args.data, args.cache, args.encoders, base.model_copy(update={"seed": s}))
                 for s in args.seeds or [base.seed]}
         if len(runs) > 1:
             seed_summary(runs)

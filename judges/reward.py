@@ -16,11 +16,11 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
 - **bounded**: inputs are clipped at ``input_clip`` SDs, traits to the judge's range, the score is
   ``score_bound * tanh(calibrated log-odds / score_bound)``; style features saturate.
 - **trained out** (``augment``, on by default): the cheap tricks of :data:`traitlab.judges.reward_edits.TARGETED`
-  (emoji, symbols or a texting tag appended to every turn, turns cut short, punctuation dropped, long appends,
-  a turn repeated) applied to the negative training dialogues: an edited negative may not outscore its source
-  by more than ``edit_margin`` unless it stays below the ``edit_ceiling`` quantile of the real positives, so
-  the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a negative
-  across. Style features that make such edits visible: the share of a turn's words the other speaker just
+  (emoji, symbols or a texting tag appended to every turn, turns cut short, punctuation dropped, typing slips, words
+  in capitals, long appends, a turn repeated) applied to the negative training dialogues: an edited negative may not
+  outscore its source by more than ``edit_margin`` unless it stays below the ``edit_ceiling`` quantile of the real
+  positives, so the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a
+  negative across. Style features that make such edits visible: the share of a turn's words the other speaker just
   said, one ending shared by every turn, uniform turn lengths, capitalised sentences with their marks gone.
 - **invariant** (``invariant_edits``): restylings that say nothing of the side (punctuation dropped, words in
   capitals) are applied to labelled rows of *both* sides and trained on with the source's label, and the
@@ -104,7 +104,9 @@ class RewardConfig(BaseModel):
                             "in turn (the audit's search composes up to three; 1 left its composites at 0.21-0.48 "
                             "on held-out folds)")
     edit_negatives_only: bool = Field(True, description="bounded edits are drawn for negative-label rows only")
-    edit_margin: float = Field(1.0, description="logits an edited dialogue may gain over its source")
+    edit_margin: float = Field(1.25, description="logits an edited dialogue may gain over its source (on 5 held-out "
+                               "folds 1.0 and 1.25 gave the same worst composites, 1.25 the better pairwise; 1.5 "
+                               "let composites reach 0.09)")
     edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
                                        "the real positives' logits (None: only the margin over its source)")
     edit_weight: float = Field(1.0, description="weight of the edit hinge losses (before invariant copies, 3.0 passed "

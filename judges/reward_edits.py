@@ -3,12 +3,12 @@ negatives when a :class:`~traitlab.judges.reward.LocalReward` is trained (``Rewa
 
 Two kinds, two rules in the training loss:
 
-- ``bounded`` edits keep the dialogue's content (emoji, symbols or a texting tag appended to every turn, a
-  long append, a turn repeated, turns cut short, punctuation dropped, words in capitals): the edited dialogue
-  must not outscore its source by more than a margin. The margin lets a real restyling move the score a little
-  (dropped punctuation and short turns are real cues of human texting) but not carry a transcript across the
-  sides. An edited copy chains up to ``RewardConfig.edit_chain`` of them, as the audit's search composes its
-  operators.
+- ``bounded`` edits keep the dialogue's content (emoji, symbols or a texting tag appended to every turn, a long
+  append, a turn repeated, turns cut short, punctuation dropped, typing slips, words in capitals): the edited
+  dialogue must not outscore its source by more than a margin. The margin lets a real restyling move the score a
+  little (dropped punctuation, short turns and slips are real cues of human texting) but not carry a transcript
+  across the sides. An edited copy chains up to ``RewardConfig.edit_chain`` of them, as the audit's search composes
+  its operators.
 - ``degenerate`` edits leave no real answer (empty turns, emoji or symbols only, keyboard mash, another
   language or script, one turn said again and again, ellipses only, the other speaker's words parroted):
   they must score as low as the least positive real dialogues.
@@ -157,6 +157,20 @@ def drop_punctuation(turns: Turns, rng: random.Random, _: Source) -> Turns:
     return [t.lower() if lower else t for t in out]
 
 
+def misspell(turns: Turns, rng: random.Random, _: Source) -> Turns:
+    """Typing slips: in one word of 2 to 6 (of over two letters) a letter dropped or doubled (the audit's
+    ``typos`` swaps two letters; its long appends with typos lifted AI transcripts while no slip was drawn)."""
+    rate = 1 / rng.randint(2, 6)
+
+    def slip(w: str) -> str:
+        if len(w) < 3 or rng.random() >= rate:
+            return w
+        j = rng.randrange(1, len(w))
+        return w[:j] + w[j + 1:] if rng.random() < 0.5 else w[:j] + w[j - 1] + w[j:]
+
+    return [" ".join(slip(w) for w in t.split(" ")) for t in turns]
+
+
 def shout(turns: Turns, rng: random.Random, _: Source) -> Turns:
     """Capitals: each word upper-cased with probability 0.5-0.9 (whole turns stay mixed, unlike a plain
     ``upper()``)."""
@@ -189,13 +203,13 @@ EDITS: dict[str, tuple[Literal["bounded", "degenerate"], Edit]] = {
     "other_language": ("degenerate", other_language), "same_turn": ("degenerate", same_turn),
     "ellipses_only": ("degenerate", ellipses_only), "append_tag": ("bounded", append_tag),
     "cut_short": ("bounded", cut_short), "drop_punctuation": ("bounded", drop_punctuation),
-    "parrot": ("degenerate", parrot), "shout": ("bounded", shout),
+    "parrot": ("degenerate", parrot), "shout": ("bounded", shout), "misspell": ("bounded", misspell),
 }
 """The training edits by name: (kind, operator)."""
 
 
 TARGETED: tuple[str, ...] = ("append_emoji", "append_long", "append_symbols", "append_tag", "cut_short",
-                              "drop_punctuation", "repeat_turn", "shout")
+                              "drop_punctuation", "misspell", "repeat_turn", "shout")
 """The edits a LocalReward trains out by default: the bounded ones, the cheap tricks the audit found lifting
 AI transcripts. The degenerate ones are left to the validity gate: as hard negatives they cost about 0.15
 pairwise accuracy on HAL (``bench/reward.py`` measures both)."""
