@@ -240,7 +240,7 @@ def _reference_features(turns: list[str], previous: list[str], vocab: frozenset[
         share(lambda t: t[0].islower()), share(lambda t: t[-1] in ".!?"), share(lambda t: t.endswith("?")),
         per_turn(text.count("?")), per_turn(text.count("!")), per_turn(text.count(",")), per_turn(text.count(".")),
         per_turn(text.count("'") + text.count("’")), per_turn(len(emoji.findall(text))),
-        sum(c.isdigit() for c in text) / max(len(text), 1), share(lambda t: len(t.split()) <= 3),
+        sum(c.isdigit() for c in text) / max(len(text), 1), share(lambda t: len(t.split()) <= 2),
         sum(w.isupper() and len(w) > 1 for w in words) / max(len(words), 1), per_turn(text.count("...")),
         sum(w.lower().strip(".,!?") in TEXTING for w in words) / max(len(words), 1), share(lambda t: t[0].isupper()),
         np.tanh(np.mean([len(w) for w in words]) / 10) if words else 0.0,
