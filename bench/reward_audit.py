@@ -71,7 +71,7 @@ def main() -> None:
     x = inputs(args.data)
     groups = [CONTRAST.group_of(d) for d in x.dialogues]
     reports: list[tuple[int, AuditReport]] = []
-    for seed in args.seeds if args.seeds is not None else [cfg.seed]:
+    for seed in args.seeds or [cfg.seed]:
         seeded = cfg.model_copy(update={"seed": seed})
         fold = grouped_folds(groups, seeded.folds, seed)
         for k in (int(f) for f in args.folds.split(",")):
@@ -106,6 +106,7 @@ def summarise(reports: list[tuple[int, AuditReport]]) -> None:
     print(f"  {sum(r.passed for _, r in reports)} of {len(reports)} audits pass; "
           f"{sum(not e.passed for _, r in reports for e in r.edits)} single-edit failures; worst edit or composite "
           f"per audit: mean {np.mean(worst):.3f}, max {max(worst):.2f}")
+
 
 if __name__ == "__main__":
     main()
