@@ -30,13 +30,20 @@ class TraitHead(torch.nn.Module):
     The scalar is linear in the (clipped) predicted traits, so it is explained trait by trait; the
     standardisation, range and calibration constants are buffers, saved with the weights. GELU is the tanh
     form so that traitlab's numpy inference reproduces it exactly.
+
+    ``members`` > 1 holds an ensemble of independently trained heads side by side (:func:`merge`): the trunk's
+    layers are the members' stacked (the second block-diagonal), each member's traits are clipped on their own,
+    and the scalar reads all of them with each member's weights divided by ``members``, so it is exactly the
+    members' mean logit; the traits given back are the members' mean.
     """
 
-    def __init__(self, n_in: int, hidden: int, n_traits: int, dropout: float = 0.1):
+    def __init__(self, n_in: int, hidden: int, n_traits: int, dropout: float = 0.1, members: int = 1):
         super().__init__()
-        self.trunk = torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.GELU(approximate="tanh"),
-                                         torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_traits))
-        self.head = torch.nn.Linear(n_traits, 1)
+        self.members, self.n_traits = members, n_traits
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(n_in, members * hidden), torch.nn.GELU(approximate="tanh"),
+                                         torch.nn.Dropout(dropout), torch.nn.Linear(members * hidden,
+                                                                                    members * n_traits))
+        self.head = torch.nn.Linear(members * n_traits, 1)
         for name, size in (("x_mean", n_in), ("x_scale", n_in), ("trait_mean", n_traits), ("trait_scale", n_traits)):
             self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
         self.register_buffer("trait_lo", torch.full((n_traits,), -1e6))
@@ -47,11 +54,11 @@ class TraitHead(torch.nn.Module):
     def standardised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(standardised traits, standardised clipped traits, uncalibrated logit) - what training fits."""
         xs = ((x - self.x_mean) / self.x_scale).clamp(-self.bounds[0], self.bounds[0])
-        z = self.trunk(xs)
+        z = self.trunk(xs).unflatten(-1, (self.members, self.n_traits))
         lo = (self.trait_lo - self.trait_mean) / self.trait_scale
         hi = (self.trait_hi - self.trait_mean) / self.trait_scale
         zc = torch.maximum(torch.minimum(z, hi), lo)
-        return z, zc, self.head(zc).squeeze(-1)
+        return z.mean(-2), zc.mean(-2), self.head(zc.flatten(-2)).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(traits on the rating scale, bounded calibrated log-odds of the positive side)."""
@@ -60,14 +67,32 @@ class TraitHead(torch.nn.Module):
         return zc * self.trait_scale + self.trait_mean, self.bounds[1] * torch.tanh(cal / self.bounds[1])
 
 
+def merge(heads: list[TraitHead]) -> TraitHead:
+    """One TraitHead scoring the mean logit of independently trained ``heads`` (same shapes and buffers)."""
+    first = heads[0]
+    (n_hidden, n_in), k = first.trunk[0].weight.shape, len(heads)
+    out = TraitHead(n_in, n_hidden, first.n_traits, first.trunk[2].p, members=k)
+    with torch.no_grad():
+        out.trunk[0].weight.copy_(torch.cat([h.trunk[0].weight for h in heads]))
+        out.trunk[0].bias.copy_(torch.cat([h.trunk[0].bias for h in heads]))
+        out.trunk[3].weight.copy_(torch.block_diag(*(h.trunk[3].weight for h in heads)))
+        out.trunk[3].bias.copy_(torch.cat([h.trunk[3].bias for h in heads]))
+        out.head.weight.copy_(torch.cat([h.head.weight for h in heads], dim=1) / k)
+        out.head.bias.copy_(torch.stack([h.head.bias for h in heads]).mean(0))
+        for name, buf in first.named_buffers():
+            getattr(out, name).copy_(buf)
+    return out.eval()
+
+
 class TraitlabRewardConfig(PretrainedConfig):
     model_type = "traitlab_reward"
 
     def __init__(self, encoder: dict | None = None, hidden: int = 128, dropout: float = 0.1,
                  trait_ids: list[str] | None = None, style_names: list[str] | None = None,
-                 style_default: list[float] | None = None, trait_set_hash: str = "", **kwargs):
+                 style_default: list[float] | None = None, trait_set_hash: str = "", members: int = 1, **kwargs):
         self.encoder = encoder or {}
         self.hidden = hidden
+        self.members = members
         self.dropout = dropout
         self.trait_ids = list(trait_ids or [])
         self.style_names = list(style_names or [])
@@ -95,7 +120,7 @@ class TraitlabRewardModel(PreTrainedModel):
         self.bert = BertModel(BertConfig(**config.encoder), add_pooling_layer=False)
         n_style = len(config.style_names)
         self.reward_head = TraitHead(self.bert.config.hidden_size + n_style, config.hidden, len(config.trait_ids),
-                                     config.dropout)
+                                     config.dropout, config.members)
         self.register_buffer("style_default", torch.tensor(config.style_default, dtype=torch.float32))
         self.post_init()
 

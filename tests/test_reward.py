@@ -34,7 +34,7 @@ from traitlab.registry import Reward, rewards
 from traitlab.types import Dialogue, Message, TraitRatings
 
 runner = CliRunner()
-SMALL = RewardConfig(steps=150, folds=3, edits_per_row=1, batch=128)
+SMALL = RewardConfig(steps=150, folds=3, edits_per_row=1, batch=128, ensemble=2)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,9 @@ def test_numpy_inference_is_the_torch_head(reward):
     from traitlab.judges.reward_hf_modeling import TraitHead
 
     p = reward.params
-    head = TraitHead(p["x_mean"].shape[0], reward.config.hidden, len(reward.trait_ids)).eval()
+    assert reward.config.ensemble > 1  # the shipped reward is an ensemble, so this checks the merged layout
+    head = TraitHead(p["x_mean"].shape[0], reward.config.hidden, len(reward.trait_ids),
+                     members=reward.config.ensemble).eval()
     head.load_state_dict({k: torch.tensor(v) for k, v in p.items()})
     X = np.random.default_rng(0).normal(size=(16, p["x_mean"].shape[0])).astype(np.float32)
     X[8:] *= 1e4  # far outside anything seen in training
@@ -179,6 +181,28 @@ def test_numpy_inference_is_the_torch_head(reward):
     bound = reward.config.score_bound
     assert np.abs(score).max() <= bound
     assert (traits >= p["trait_lo"] - 1e-6).all() and (traits <= p["trait_hi"] + 1e-6).all()
+
+
+def test_merged_heads_score_the_members_mean_logit():
+    """An ensemble merged into one TraitHead gives exactly its members' mean logit and mean traits."""
+    import torch
+
+    from traitlab.judges.reward_hf_modeling import TraitHead, merge
+
+    torch.manual_seed(0)
+    members = [TraitHead(6, 8, 3).eval() for _ in range(3)]
+    for m in members:
+        m.trait_lo.fill_(-1e6)  # no clipping, so the traits average exactly too
+        m.head.bias.data.normal_()
+    merged = merge(members)
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        z, _, logit = merged.standardised(x)
+        each = [m.standardised(x) for m in members]
+    assert logit == pytest.approx(torch.stack([e[2] for e in each]).mean(0), abs=1e-5)
+    assert z.numpy() == pytest.approx(torch.stack([e[0] for e in each]).mean(0).numpy(), abs=1e-5)
+    p = {k: v.numpy() for k, v in merged.state_dict().items()}
+    assert predict_params(p, x.numpy(), calibrated=False)[1] == pytest.approx(logit.numpy(), abs=1e-5)
 
 
 def test_style_features_saturate():
