@@ -18,12 +18,13 @@ the offline SmolLM2-135M-Instruct (``local:smollm2-135m``, the GGUF converted on
 The rewards. **hardened**: the recipe's defaults (``RewardConfig()``, whatever ``judges/reward.py`` ships
 at the time of the run), or ``--hardened shipped`` for ``judges/default_reward``, or a saved reward folder.
 **unhardened**: the same recipe with the hardening that :class:`~traitlab.judges.reward.RewardConfig` can
-switch off switched off: no validity gate (``gate=False``), no edit augmentation (``augment=False``), input
-clipping at 1e6 SDs and the score bound at 1e6 (``score_bound * tanh(z / score_bound)`` is then the
-calibrated log-odds itself). Not switchable by config and so still on in both: the clipping of predicted
-traits to the judge's rating range, and the saturating style features (shares, ``tanh`` counts, clipped
-``log1p`` lengths in ``judges/reward_features.py``). The unhardened reward is therefore milder than the
-pre-issue-10 one (whose traits left the 1-5 scale); it isolates the gate, the bounds and augmentation.
+switch off switched off: no validity gate (``gate=False``), no edit augmentation (``augment=False``), every
+style feature read (``ignore_style=[]``), input clipping at 1e6 SDs and the score bound at 1e6
+(``score_bound * tanh(z / score_bound)`` is then the calibrated log-odds itself). Not switchable by config and
+so still on in both: the clipping of predicted traits to the judge's rating range, and the saturating style
+features (shares, ``tanh`` counts, clipped ``log1p`` lengths in ``judges/reward_features.py``). The unhardened
+reward is therefore milder than the pre-issue-10 one (whose traits left the 1-5 scale); it isolates the gate,
+the bounds, augmentation and the ignored punctuation counts.
 
 Speed on a shared 2-core CPU: the policy runs in bfloat16 with one torch thread (measured here: sampling 8 x 32
 tokens took 27 s in float32 on two threads, 4 s in float32 and 1.8 s in bfloat16 on one, the other cores being
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-UNHARDENED = {"gate": False, "augment": False, "input_clip": 1e6, "score_bound": 1e6}
+UNHARDENED = {"gate": False, "augment": False, "ignore_style": [], "input_clip": 1e6, "score_bound": 1e6}
 """What the unhardened reward switches off (see the module docstring for what it cannot)."""
 QUICK_REWARD = {"steps": 60, "folds": 2}
 """--quick: a smoke check of the pipeline, with both rewards fitted briefly (same settings for both)."""

@@ -22,13 +22,15 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
   in capitals, long appends, a turn repeated) applied to the negative training dialogues: an edited negative may not
   outscore its source by more than ``edit_margin`` unless it stays below the ``edit_ceiling`` quantile of the real
   positives, so the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a
-  negative across. Style features that make such edits visible: the share of a turn's words the other speaker just
-  said, one ending shared by every turn, uniform turn lengths, capitalised sentences with their marks gone.
+  negative across. ``strict_edits`` (symbols appended), a cue of neither side, get no such allowance. Style
+  features that make such edits visible: the share of a turn's words the other speaker just said, one ending
+  shared by every turn, uniform turn lengths.
 - **invariant** (``invariant_edits``): restylings that say nothing of the side (punctuation dropped, words in
   capitals) are applied to labelled rows of *both* sides and trained on with the source's label, and the
-  embedding reads the text with its punctuation deleted (``EncoderConfig.strip_punctuation``), so marks reach
-  the heads only through the counted style features. The hinge alone left held-out AI transcripts with their
-  punctuation stripped above the median human 6-9% of the time (question marks carried most of it).
+  embedding reads the text with its punctuation deleted (``EncoderConfig.strip_punctuation``) and the heads
+  read none of the style features that count marks (``ignore_style``), so deleting every mark moves only the
+  lengths. The hinge alone left held-out AI transcripts with their punctuation stripped above the median human
+  6-9% of the time (question marks carried most of it), the invariant copies 5-6%.
 - **gated** (``gate``): judged turns that are empty, not language, repeated, parroting the other speaker, or in
   a script or vocabulary the training data never showed are pulled towards ``floor`` (the 2nd percentile of
   real training scores), by how far they fall below what 99.5% of the training dialogues show;
@@ -54,13 +56,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from traitlab.contrast import Contrast
 from traitlab.data import DataError, file_sha256, load_trait_set
 from traitlab.embed import EncoderConfig, encoder_dim, encoder_path, encoder_words
 from traitlab.judges.reward_edits import EDITS, TARGETED, edited
 from traitlab.judges.reward_features import (
+    PUNCTUATION_FEATURES,
     STYLE_FEATURES,
     VALIDITY_MEASURES,
     TurnBatch,
@@ -85,14 +88,19 @@ class RewardConfig(BaseModel):
     """How a LocalReward is built and trained (stored with it)."""
 
     encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(kind="static", strip_punctuation=True))
+    ignore_style: list[str] = Field(default_factory=lambda: list(PUNCTUATION_FEATURES), description="style "
+                                    "features the heads do not read (their standardising scale is infinite). "
+                                    "With strict_edits, on HAL over seeds 0-2: 13 of 15 held-out audits passed "
+                                    "against 9 (worst 0.06 against 0.11) at pairwise 0.972 against 0.977, "
+                                    "fidelity 0.533 against 0.565; [] reads them all (the recipe before)")
     hidden: int = 128
     dropout: float = 0.1
     ensemble: int = Field(3, ge=1, description="trait trunks trained one by one (member j with seed + 7919 j) "
-                          "under the first one's scalar head, their traits averaged. On HAL over seeds 0-2, 3 against "
-                          "1: pairwise 0.977 against 0.971, 9 of 15 held-out audits passed against 4 (worst 0.11 "
-                          "against 0.14), doctor partial 0.311 against 0.325; each member with its own scalar passed "
-                          "11 of 15 at pairwise 0.980, partial 0.268, but the score was then no aggregator of the "
-                          "traits it reports")
+                          "under the first one's scalar head, their traits averaged. On HAL over seeds 0-2 (before "
+                          "ignore_style and strict_edits), 3 against 1: pairwise 0.977 against 0.971, 9 of 15 "
+                          "held-out audits passed against 4 (worst 0.11 against 0.14), doctor partial 0.311 against "
+                          "0.325; each member with its own scalar passed 11 of 15 at pairwise 0.980, partial 0.268, "
+                          "but the score was then no aggregator of the traits it reports")
     beta: float = Field(0.3, description="weight of the label log-loss against the trait MSE")
     gamma: float = Field(0.0, description="weight of the distance to the judge's aggregate (fidelity); on HAL "
                          "0.05 cost 0.016 pairwise accuracy for +0.07 fidelity, so it is off by default")
@@ -119,6 +127,11 @@ class RewardConfig(BaseModel):
                                "let composites reach 0.09)")
     edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
                                        "the real positives' logits (None: only the margin over its source)")
+    strict_edits: list[str] = Field(default_factory=lambda: ["append_symbols"], description="bounded edits "
+                                    "that are no cue of either side: drawn alone and held to their source + "
+                                    "edit_margin, with no edit_ceiling allowance (symbols appended to every turn "
+                                    "lifted held-out AI transcripts 0.7-0.9 SD under the allowance; chained with "
+                                    "the other edits, the strict rule cost about 0.01 pairwise on 3 folds)")
     edit_weight: float = Field(1.0, description="weight of the edit hinge losses (before invariant copies, 3.0 passed "
                                "every single audit edit held out at pairwise 0.970; 2.0 now does no better)")
     invariant_edits: list[str] = Field(default_factory=lambda: ["drop_punctuation", "shout"], description=
@@ -134,6 +147,14 @@ class RewardConfig(BaseModel):
     gate_max_known: float = Field(0.85, description="the known-word threshold is at most this share")
     input_clip: float = Field(4.0, description="standardised features are clipped to +- this many SDs")
     score_bound: float = Field(8.0, description="the score is score_bound * tanh(log-odds / score_bound)")
+
+    @field_validator("ignore_style")
+    @classmethod
+    def _known_style(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(STYLE_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown style features {unknown} (known: {list(STYLE_FEATURES)})")
+        return names
 
     @classmethod
     def with_settings(cls, settings: Sequence[str]) -> RewardConfig:
@@ -248,9 +269,9 @@ def training_set(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings],
                        groups=[contrast.group_of(d) for d in rows], contrast=contrast, judges=judges)
 
 
-BOUNDED, DEGENERATE, INVARIANT = 0, 1, 2
+BOUNDED, DEGENERATE, INVARIANT, STRICT = 0, 1, 2, 3
 """What an edited training copy is held to (``with_edits``' third array): the bounded hinge, the degenerate
-floor, or its source's label."""
+floor, its source's label, or the bounded hinge without the ceiling allowance (``RewardConfig.strict_edits``)."""
 
 
 def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np.ndarray, np.ndarray]:
@@ -265,10 +286,11 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
     rng = random.Random(cfg.seed)
     pool = [t for d in data.dialogues for t in d.target_turns if len(t) > 20]
     names = sorted(cfg.edits or EDITS)
-    unknown = sorted((set(names) | set(cfg.invariant_edits)) - set(EDITS))
+    unknown = sorted((set(names) | set(cfg.invariant_edits) | set(cfg.strict_edits)) - set(EDITS))
     if unknown:
         raise ValueError(f"unknown training edits {unknown} (known: {sorted(EDITS)})")
     degenerate_names = [n for n in names if EDITS[n][0] == "degenerate"]
+    strict = set(cfg.strict_edits)
     out, src, kind = [], [], []
 
     def add(i: int, chain: list[str], k: int, held_to: int) -> None:
@@ -282,9 +304,11 @@ def with_edits(data: TrainingSet, cfg: RewardConfig) -> tuple[list[Dialogue], np
     for i in range(len(data.dialogues)):
         allowed = names if not cfg.edit_negatives_only or data.labels[i] == 0 else degenerate_names
         for k, name in enumerate(rng.sample(allowed, min(cfg.edits_per_row, len(allowed)))):
-            more = rng.randint(0, cfg.edit_chain - 1) if cfg.edit_chain > 1 else 0
-            chain = [name, *rng.sample([n for n in allowed if n != name], min(more, len(allowed) - 1))]
-            add(i, chain, k, DEGENERATE if any(EDITS[n][0] == "degenerate" for n in chain) else BOUNDED)
+            more = rng.randint(0, cfg.edit_chain - 1) if cfg.edit_chain > 1 and name not in strict else 0
+            others = [n for n in allowed if n != name and n not in strict]
+            chain = [name, *rng.sample(others, min(more, len(others)))]
+            add(i, chain, k, DEGENERATE if any(EDITS[n][0] == "degenerate" for n in chain)
+                else STRICT if name in strict else BOUNDED)
     invariant = sorted(cfg.invariant_edits)
     for i in np.flatnonzero(~np.isnan(data.labels)) if invariant else []:
         for k in range(cfg.invariant_per_row):
@@ -305,15 +329,20 @@ def fit_head(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Reward
                                        scalar=first.head, **kw) for j in range(1, cfg.ensemble)])
 
 
+def ignored_columns(n_in: int, cfg: RewardConfig) -> list[int]:
+    """Feature columns of ``cfg.ignore_style`` (the style block ends the ``[embedding | style]`` layout)."""
+    return [n_in - len(STYLE_FEATURES) + STYLE_FEATURES.index(n) for n in cfg.ignore_style]
+
+
 def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
                agg_logit: np.ndarray | None = None, X_edit: np.ndarray | None = None,
                edit_src: np.ndarray | None = None, edit_kind: np.ndarray | None = None,
                scalar: Any = None) -> Any:
     """Joint fit of one ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
     gamma x (logit - judge's aggregate)^2 + edit_weight x the edit hinges (a bounded edit: above
-    max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a degenerate one: above the
-    batch's 2nd percentile) + invariant_weight x the label log-loss of the invariant copies. ``scalar``: a
-    trait -> logit layer to use as is (only the trunk is fitted)."""
+    max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a strict one: above source +
+    edit_margin; a degenerate one: above the batch's 2nd percentile) + invariant_weight x the label log-loss of
+    the invariant copies. ``scalar``: a trait -> logit layer to use as is (only the trunk is fitted)."""
     import torch
 
     from traitlab.judges.reward_hf_modeling import TraitHead
@@ -326,6 +355,7 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
         raise ValueError("every trait needs at least one rating in the training rows")
     head.x_mean.copy_(torch.tensor(X.mean(0)))
     head.x_scale.copy_(torch.tensor(np.where(x_scale > 1e-6, x_scale, 1.0)))
+    head.x_scale[ignored_columns(X.shape[1], cfg)] = float("inf")  # reads 0 whatever the value
     head.trait_mean.copy_(torch.tensor(np.nanmean(targets, 0)))
     head.trait_scale.copy_(torch.tensor(np.where(t_scale > 1e-6, t_scale, 1.0)))
     head.trait_lo.copy_(torch.tensor(np.nanmin(targets, 0)))
@@ -367,7 +397,7 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             with torch.no_grad():  # the sources' current scores, and the low end of the real ones
                 _, _, base = head.standardised(x[src[pick]])
                 low = torch.quantile(logit[labelled], 0.02) if labelled.any() else base.min()
-                allowed = base + cfg.edit_margin
+                allowed = strict_allowed = base + cfg.edit_margin
                 positive = labelled & (y_all[rows] == 1)
                 if cfg.edit_ceiling is not None and positive.any():  # below the positives' low end is no exploit
                     allowed = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
@@ -375,7 +405,8 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             floor = torch.relu(le - low)
             hinged = kind[pick] != INVARIANT
             if hinged.any():
-                hinge = torch.where(kind[pick] == DEGENERATE, floor, bounded)[hinged]
+                hinge = torch.where(kind[pick] == DEGENERATE, floor, torch.where(
+                    kind[pick] == STRICT, torch.relu(le - strict_allowed), bounded))[hinged]
                 loss = loss + cfg.edit_weight * hinge.mean()
             same = ~hinged & lab_all[src[pick]]
             if same.any():
@@ -816,7 +847,8 @@ class LocalReward:
             if doc.get(field) != expected:
                 raise DataError(path / CONFIG_FILE, None, field,
                                 f"{doc.get(field)!r} does not match this reward's parts / code ({expected!r})")
-        cfg = RewardConfig.model_validate({"ensemble": 1} | doc["config"])  # saved before ensembles: one head
+        # fields a reward saved before them did not use: one head, every style feature read, no strict edit
+        cfg = RewardConfig.model_validate({"ensemble": 1, "ignore_style": [], "strict_edits": []} | doc["config"])
         try:
             params = load_file(str(path / HEADS_FILE))
         except OSError as e:

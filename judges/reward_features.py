@@ -12,7 +12,8 @@ trait, arbitrarily far from what the training data showed. Four features look at
 rather than its style, so the edits a policy could game with are visible to the heads: how much of a turn the
 other speaker had just said (``echo_of_other``), one ending shared by every turn (``shared_ending``), how
 uniform the turn lengths are, and capitalised sentences with no mark between them
-(``unmarked_sentence_starts``). :meth:`TurnBatch.validity` gives the numbers the reward's validity gate
+(``unmarked_sentence_starts``, which the default reward ignores with the other punctuation counts of
+:data:`PUNCTUATION_FEATURES`). :meth:`TurnBatch.validity` gives the numbers the reward's validity gate
 compares with its training data (empty turns, letters, vocabulary, script, repetition, parroting).
 
 A policy's reward is called on thousands of completions, so both are measured a batch at a time
@@ -60,6 +61,14 @@ STYLE_FEATURES: tuple[str, ...] = (
 or 6 words) reach from both sides. It stepped at three, the one cut length the training leaves to the audit:
 a three-word cut then maxed the feature while keeping much of an AI turn, and lifted up to 17% of held-out AI
 transcripts above the median human (``bench/reward_audit.py`` over seeds 0-2; at two words, 5% at most)."""
+
+
+PUNCTUATION_FEATURES: tuple[str, ...] = (
+    "turns_ending_punct", "turns_ending_question", "questions_per_turn", "exclamations_per_turn", "commas_per_turn",
+    "periods_per_turn", "apostrophes_per_turn", "ellipses_per_turn", "unmarked_sentence_starts")
+"""The style features that count punctuation marks: deleting every mark, a restyling that says nothing of the
+side, moves only these (and lengths a little), so a reward that ignores them is invariant to it
+(``RewardConfig.ignore_style``)."""
 
 
 def target_text(d: Dialogue) -> str:

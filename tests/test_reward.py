@@ -20,16 +20,18 @@ from traitlab.judges.reward import (
     DEFAULT_DIR,
     DEGENERATE,
     INVARIANT,
+    STRICT,
     LocalReward,
     RewardConfig,
     distill,
     file_sha256,
+    ignored_columns,
     load_reward,
     predict_params,
     style_of,
 )
 from traitlab.judges.reward_edits import EDITS, edited, with_target_turns
-from traitlab.judges.reward_features import STYLE_FEATURES, style_features
+from traitlab.judges.reward_features import PUNCTUATION_FEATURES, STYLE_FEATURES, style_features
 from traitlab.registry import Reward, rewards
 from traitlab.types import Dialogue, Message, TraitRatings
 
@@ -205,6 +207,23 @@ def test_merged_heads_score_the_members_mean_logit():
     assert predict_params(p, x.numpy(), calibrated=False)[1] == pytest.approx(logit.numpy(), abs=1e-5)
 
 
+def test_ignored_style_features_move_no_score(reward, samples):
+    """The punctuation counts of ``ignore_style`` read 0 whatever their value (deleting every mark then moves
+    only lengths); an unknown name is refused by name."""
+    assert set(reward.config.ignore_style) == set(PUNCTUATION_FEATURES)
+    X = reward.features(samples)
+    cols = ignored_columns(X.shape[1], reward.config)
+    moved = X.copy()
+    moved[:, cols] = np.random.default_rng(0).uniform(0, 1, size=(len(X), len(cols)))
+    assert not np.allclose(moved, X)
+    assert predict_params(reward.params, moved)[1] == pytest.approx(predict_params(reward.params, X)[1], abs=1e-6)
+    other = [c for c in range(X.shape[1] - len(STYLE_FEATURES), X.shape[1]) if c not in cols]
+    moved[:, other] += 0.5  # a feature it reads does move it
+    assert np.abs(predict_params(reward.params, moved)[1] - predict_params(reward.params, X)[1]).max() > 0.01
+    with pytest.raises(ValueError, match=r"ignore_style(.|\n)*question_marks"):
+        RewardConfig.with_settings(['ignore_style=["question_marks"]'])
+
+
 def test_style_features_saturate():
     base = style_features(["hey whats up"])
     spam = style_features(["hey whats up " + "😂" * 500 + "!" * 500 + "." * 2000 + "x" * 50_000])
@@ -348,7 +367,8 @@ def test_training_edits_compose_like_the_audits_search(hal_small):
     contrast = Contrast(positive="human", negative="ai", description="d", group="game_id")
     data = training_set(rows, ratings, traits, contrast)
     every = sorted(EDITS)
-    chained, src, kind = with_edits(data, RewardConfig(edit_chain=3, edits=every, invariant_per_row=0))
+    chained, src, kind = with_edits(data, RewardConfig(edit_chain=3, edits=every, invariant_per_row=0,
+                                                       strict_edits=[]))
     names = [e.id.split("~", 1)[1].rstrip("0123456789").split("+") for e in chained]
     assert {len(n) for n in names} == {1, 2, 3} and all(len(set(n)) == len(n) for n in names)
     assert all(set(n) <= set(every) for n in names)
@@ -358,6 +378,12 @@ def test_training_edits_compose_like_the_audits_search(hal_small):
                                    if pos for x in n)
     single, _, _ = with_edits(data, RewardConfig(edit_chain=1, edits=every, invariant_per_row=0))
     assert all("+" not in e.id for e in single)
+    strict, _, strict_kind = with_edits(data, RewardConfig(edit_chain=3, edits=every, invariant_per_row=0,
+                                                           strict_edits=["append_symbols"]))
+    with_symbols = ["append_symbols" in e.id for e in strict]
+    assert any(with_symbols) and all(e.id.split("~", 1)[1].rstrip("0123456789") == "append_symbols"
+                                     for e, s in zip(strict, with_symbols, strict=True) if s)
+    assert list(strict_kind == STRICT) == with_symbols  # drawn alone, and held to the strict rule
     shouted = edited(rows[0], "shout", random.Random(1), []).target_turns
     assert any(w.isupper() for t in shouted for w in t.split()) and shouted != [t.upper() for t in shouted]
 
