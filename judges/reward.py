@@ -848,7 +848,10 @@ class LocalReward:
                 raise DataError(path / CONFIG_FILE, None, field,
                                 f"{doc.get(field)!r} does not match this reward's parts / code ({expected!r})")
         # fields a reward saved before them did not use: one head, every style feature read, no strict edit
-        cfg = RewardConfig.model_validate({"ensemble": 1, "ignore_style": [], "strict_edits": []} | doc["config"])
+        try:
+            cfg = RewardConfig.model_validate({"ensemble": 1, "ignore_style": [], "strict_edits": []} | doc["config"])
+        except ValueError as e:  # pydantic's ValidationError names the field inside the config
+            raise DataError(path / CONFIG_FILE, None, "config", str(e).replace("\n", " ")) from e
         try:
             params = load_file(str(path / HEADS_FILE))
         except OSError as e:

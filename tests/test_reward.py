@@ -545,6 +545,12 @@ def test_save_load_round_trip_and_refuses_mismatched_parts(reward, samples, tmp_
     (tmp_path / "r" / "traits.json").write_text(json.dumps(traits))
     with pytest.raises(DataError, match="trait_set_hash"):
         LocalReward.load(tmp_path / "r")
+    reward.save(tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    doc["config"]["ignore_style"] = ["question_marks"]
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"config\.json \[config\].*ignore_style.*question_marks"):
+        LocalReward.load(tmp_path / "c")
 
 
 def test_score_refuses_duplicate_ids_and_non_dialogues(reward, samples):
