@@ -397,16 +397,16 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             with torch.no_grad():  # the sources' current scores, and the low end of the real ones
                 _, _, base = head.standardised(x[src[pick]])
                 low = torch.quantile(logit[labelled], 0.02) if labelled.any() else base.min()
-                allowed = strict_allowed = base + cfg.edit_margin
+                allowed = base + cfg.edit_margin
                 positive = labelled & (y_all[rows] == 1)
                 if cfg.edit_ceiling is not None and positive.any():  # below the positives' low end is no exploit
-                    allowed = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
+                    ceiling = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
+                    allowed = torch.where(kind[pick] == STRICT, allowed, ceiling)  # strict: no allowance
             bounded = torch.relu(le - allowed)
             floor = torch.relu(le - low)
             hinged = kind[pick] != INVARIANT
             if hinged.any():
-                hinge = torch.where(kind[pick] == DEGENERATE, floor, torch.where(
-                    kind[pick] == STRICT, torch.relu(le - strict_allowed), bounded))[hinged]
+                hinge = torch.where(kind[pick] == DEGENERATE, floor, bounded)[hinged]
                 loss = loss + cfg.edit_weight * hinge.mean()
             same = ~hinged & lab_all[src[pick]]
             if same.any():

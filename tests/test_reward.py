@@ -471,9 +471,10 @@ def test_cheap_edits_do_not_pay(reward, samples):
     long = [with_target_turns(d, [f"{t} " + "the committee met again today. " * 70 for t in d.target_turns], "l")
             for d in ai]
     floor = reward.gate.floor  # gated input scores at the floor; a real dialogue may already score below it
-    for s, d in zip(reward.score(long), ai, strict=True):
+    long_scores = reward.score(long)
+    for s, d in zip(long_scores, ai, strict=True):
         assert s.score <= max(src[d.id], floor + 1e-6), (d.id, s.score, src[d.id])
-    assert sum(s.score < src[d.id] for s, d in zip(reward.score(long), ai, strict=True)) >= len(ai) - 1
+    assert sum(s.score < src[d.id] for s, d in zip(long_scores, ai, strict=True)) >= len(ai) - 1
     emoji = [with_target_turns(d, [f"{t} " + "😂" * 30 for t in d.target_turns], "e") for d in ai]
     assert max(abs(s.score) for s in reward.score(emoji)) <= reward.config.score_bound
     floor = reward.gate.floor
