@@ -53,7 +53,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
@@ -109,6 +109,13 @@ class RewardConfig(BaseModel):
     steps: int = 600
     batch: int = Field(256, ge=8, description="training rows drawn per step (and as many edited rows)")
     lr: float = 3e-3
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="the learning rate over the steps. "
+                                                       "On HAL over seeds 0-4, cosine decay to 0 lifted grouped "
+                                                       "pairwise from 0.972 to 0.979 (higher on every seed) and "
+                                                       "fidelity from 0.537 to 0.547, but opened the truncation "
+                                                       "composites of the held-out audits (worst 0.07 and 0.10 "
+                                                       "against 0.05 and 0.05 on seeds 0 and 2, fold 0), so the "
+                                                       "shipped recipe keeps it constant")
     seed: int = 0
     folds: int = 5
     augment: bool = Field(True, description="train the edits of ``edits`` out: an edited negative may not outscore "
@@ -378,6 +385,7 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
         head.head.load_state_dict(scalar.state_dict())
         head.head.requires_grad_(False)
     opt = torch.optim.Adam([q for q in head.parameters() if q.requires_grad], lr=cfg.lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps) if cfg.lr_schedule == "cosine" else None
     head.train()
     for _ in range(cfg.steps):  # minibatches: the CPU is shared, and a few hundred rows per step suffice
         rows = torch.randint(len(x), (min(cfg.batch, len(x)),), generator=gen)
@@ -416,6 +424,8 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
         loss = loss + cfg.l1_head * head.head.weight.abs().sum()
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
     return head.eval()
 
 
@@ -848,8 +858,9 @@ class LocalReward:
                 raise DataError(path / CONFIG_FILE, None, field,
                                 f"{doc.get(field)!r} does not match this reward's parts / code ({expected!r})")
         # fields a reward saved before them did not use: one head, every style feature read, no strict edit
+        before = {"ensemble": 1, "ignore_style": [], "strict_edits": []}
         try:
-            cfg = RewardConfig.model_validate({"ensemble": 1, "ignore_style": [], "strict_edits": []} | doc["config"])
+            cfg = RewardConfig.model_validate(before | doc["config"])
         except ValueError as e:  # pydantic's ValidationError names the field inside the config
             raise DataError(path / CONFIG_FILE, None, "config", str(e).replace("\n", " ")) from e
         try:

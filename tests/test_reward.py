@@ -3,6 +3,7 @@ cheap edits, shipped default, CLI contract, HF export, TRL reward function, inva
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -222,6 +223,29 @@ def test_ignored_style_features_move_no_score(reward, samples):
     assert np.abs(predict_params(reward.params, moved)[1] - predict_params(reward.params, X)[1]).max() > 0.01
     with pytest.raises(ValueError, match=r"ignore_style(.|\n)*question_marks"):
         RewardConfig.with_settings(['ignore_style=["question_marks"]'])
+
+
+def test_cosine_schedule_anneals_to_zero(monkeypatch):
+    """Under ``lr_schedule="cosine"`` every step's learning rate is below the one before and the last is near 0
+    (the heads end at a settled point, not wherever a full-size step left them); "constant" keeps ``lr``."""
+    import torch
+
+    from traitlab.judges.reward import fit_member
+
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (seen.append(self.param_groups[0]["lr"]),
+                                                                         step(self, *a, **k))[1])
+    rng = np.random.default_rng(0)
+    X, targets, labels = rng.normal(size=(40, 6)), rng.uniform(1, 5, size=(40, 2)), rng.integers(0, 2, 40) * 1.0
+    for schedule in ("constant", "cosine"):
+        seen.clear()
+        fit_member(X, targets, labels, RewardConfig(steps=30, batch=16, lr_schedule=schedule, ignore_style=[]))
+        assert len(seen) == 30 and seen[0] == pytest.approx(3e-3)
+        if schedule == "constant":
+            assert set(seen) == {3e-3}
+        else:
+            assert all(b < a for a, b in itertools.pairwise(seen)) and seen[-1] < 3e-5
 
 
 def test_style_features_saturate():
@@ -552,6 +576,11 @@ def test_save_load_round_trip_and_refuses_mismatched_parts(reward, samples, tmp_
     (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"config\.json \[config\].*ignore_style.*question_marks"):
         LocalReward.load(tmp_path / "c")
+    for field in ("ignore_style", "strict_edits", "lr_schedule"):  # saved before these fields
+        doc["config"].pop(field, None)
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    old = LocalReward.load(tmp_path / "c").config
+    assert (old.ignore_style, old.strict_edits, old.lr_schedule) == ([], [], "constant")
 
 
 def test_score_refuses_duplicate_ids_and_non_dialogues(reward, samples):
