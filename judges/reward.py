@@ -111,7 +111,7 @@ class RewardConfig(BaseModel):
     lr: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="the learning rate over the steps. "
                                                        "On HAL, cosine decay to 0 lifted grouped pairwise from "
-                                                       "0.972 to 0.979 over seeds 0-4 (higher on every seed), but "
+                                                       "0.9720 to 0.9785 over seeds 0-4 (higher on every seed), but "
                                                        "passed 5 of 15 held-out audits against 13 (truncation "
                                                        "composites up to 0.11 against 0.06), so the shipped "
                                                        "recipe keeps it constant")
