@@ -501,7 +501,6 @@ def test_cheap_edits_do_not_pay(reward, samples):
     assert sum(s.score < src[d.id] for s, d in zip(long_scores, ai, strict=True)) >= len(ai) - 1
     emoji = [with_target_turns(d, [f"{t} " + "😂" * 30 for t in d.target_turns], "e") for d in ai]
     assert max(abs(s.score) for s in reward.score(emoji)) <= reward.config.score_bound
-    floor = reward.gate.floor
     for name in ("empty_turns", "other_language", "keyboard_mash"):
         rows = [edited(d, name, random.Random(1), []) for d in ai]
         assert max(s.score for s in reward.score(rows)) <= floor + 0.25, name
