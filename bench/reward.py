@@ -3,6 +3,7 @@
     python bench/reward.py [--data ../shared/data] [--only variants|fidelity|cost] [--encoders static minilm]
                            [--cache /tmp/traitlab-bench] [--set FIELD=JSON ...]  (RewardConfig overrides)
                            [--seeds 0 1 2]  (variants once per seed, then mean and range over them)
+                           [--shipped-only]  (variants: only the shipped column, a few times faster)
 
 Variants: encoder (static table distilled from MiniLM vs MiniLM itself) x edits trained out (augment) x
 validity gate, all on the HAL recipe (``traitlab.presets.hal.reward``). For each, with 5-fold CV grouped by
@@ -45,6 +46,7 @@ from scipy.stats import rankdata, spearmanr
 
 import traitlab  # noqa: F401  (offline knobs first)
 from traitlab.embed import EncoderConfig
+from traitlab.judges import reward_features
 from traitlab.judges.aggregate import fit_calibration, fit_linear
 from traitlab.judges.reward import (
     LocalReward,
@@ -57,7 +59,7 @@ from traitlab.judges.reward import (
     with_edits,
 )
 from traitlab.judges.reward_edits import with_target_turns
-from traitlab.judges.reward_features import STYLE_FEATURES, features
+from traitlab.judges.reward_features import features
 from traitlab.presets.hal.reward import CONTRAST, doctor_generations, inputs
 from traitlab.types import Dialogue
 
@@ -100,9 +102,10 @@ def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float
 
 
 def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) -> np.ndarray:
-    """Features of ``rows``, cached per encoder, feature set and row set (re-running a bench skips the
-    encoder; changed style features or edits make a new entry)."""
-    parts = [*STYLE_FEATURES, enc.model_dump_json(), *(d.id + "".join(d.target_turns) for d in rows)]
+    """Features of ``rows``, cached per encoder, feature code and row set (re-running a bench skips the
+    encoder; an edit of the style features' code, or of the edits, makes a new entry)."""
+    code = Path(reward_features.__file__).read_text()
+    parts = [code, enc.model_dump_json(), *(d.id + "".join(d.target_turns) for d in rows)]
     key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
     path = cache / f"{name}-{enc.kind}-{len(rows)}-{key}.npy"
     if path.exists():
@@ -112,9 +115,11 @@ def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) 
     return X
 
 
-def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfig
+def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfig, shipped_only: bool = False
              ) -> dict[str, dict[str, float]]:
-    """Prints the variants' tables; returns each variant's figures (for the summary over seeds)."""
+    """Prints the variants' tables; returns each variant's figures (for the summary over seeds).
+    ``shipped_only``: only edits trained out with the gate, the column a ``--set`` change is judged by (a screen
+    of a change over many seeds)."""
     x = inputs(data_dir)
     data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
     lab = ~np.isnan(data.labels)
@@ -151,13 +156,13 @@ def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfi
         XE = _features("edits", ed, enc, cache)
         print(f"  [{enc_name}] features of {len(X) + len(XD) + sum(map(len, XB.values())) + len(XE)} dialogues "
               f"({time.time() - t:.0f}s, cached in {cache})")
-        for augment in (False, True):
+        for augment in (True,) if shipped_only else (False, True):
             cfg = base.model_copy(update={"encoder": enc, "augment": augment})
             t = time.time()
             oof = cross_val_predict(X, data, cfg, edits=(XE, src, kind) if augment else None)
             m = heldout_metrics(oof, data, cfg)
             fold = oof["fold"]
-            for gate in (False, True):
+            for gate in (True,) if shipped_only else (False, True):
                 name = f"{enc_name}, {'edits trained out' if augment else 'no edits'}, {'gate' if gate else 'no gate'}"
                 shares, doc_scores = {}, np.zeros(len(doc))
                 oof_score = np.zeros(len(data.dialogues))
@@ -353,6 +358,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (best is kept)")
     ap.add_argument("--only", choices=["variants", "fidelity", "cost"], default=None)
     ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
+    ap.add_argument("--shipped-only", action="store_true",
+                    help="variants: only edits trained out with the gate (a screen of a --set change)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     try:
@@ -362,7 +369,8 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.only in (None, "variants"):
-        runs = {s: variants(args.data, args.cache, args.encoders, base.model_copy(update={"seed": s}))
+        runs = {s: variants(args.data, args.cache, args.encoders, base.model_copy(update={"seed": s}),
+                            args.shipped_only)
                 for s in args.seeds or [base.seed]}
         if len(runs) > 1:
             seed_summary(runs)
