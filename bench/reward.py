@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 import traitlab  # noqa: F401  (offline knobs first)
 from traitlab.embed import EncoderConfig
@@ -60,7 +60,8 @@ from traitlab.judges.reward import (
 )
 from traitlab.judges.reward_edits import with_target_turns
 from traitlab.judges.reward_features import features
-from traitlab.presets.hal.reward import CONTRAST, doctor_generations, inputs
+from traitlab.presets.hal.reward import CONTRAST, doctor_transfer, inputs
+from traitlab.stats import partial_spearman
 from traitlab.types import Dialogue
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,16 +92,6 @@ BENCH_EDITS = {
 }
 
 
-def partial_spearman(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> float:
-    """Spearman of a and b after regressing the ranks of both on the rank of ``control``."""
-
-    def resid(v: np.ndarray) -> np.ndarray:
-        r, c = rankdata(v), rankdata(control)
-        return r - np.polyval(np.polyfit(c, r, 1), c)
-
-    return float(spearmanr(resid(a), resid(b))[0])
-
-
 def _features(name: str, rows: list[Dialogue], enc: EncoderConfig, cache: Path) -> np.ndarray:
     """Features of ``rows``, cached per encoder, feature code and row set (re-running a bench skips the
     encoder; an edit of the style features' code, or of the edits, makes a new entry)."""
@@ -123,21 +114,14 @@ def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfi
     x = inputs(data_dir)
     data = training_set(x.dialogues, x.ratings, x.trait_set, CONTRAST)
     lab = ~np.isnan(data.labels)
-    ids = data.trait_set.ids
     turing = np.array([d.target_role == "witness" for d in data.dialogues]) & lab
     held_ai = [i for i in np.flatnonzero(turing) if data.labels[i] == 0]
     rng = random.Random(0)
     edited_rows = {name: [with_target_turns(data.dialogues[i], op(list(data.dialogues[i].target_turns), rng), name)
                           for i in held_ai] for name, op in BENCH_EDITS.items() if name != "unedited"}
-    doc, doc_ratings = doctor_generations(data_dir, heldout=True)
-    gpt5 = {r.dialogue_id: r.ratings for r in doc_ratings}
-    doc = [d for d in doc if d.id in gpt5]
-    rated = sorted(set.intersection(*(set(gpt5[d.id]) for d in doc)))
-    cols = [ids.index(t) for t in rated]
-    full = turing & ~np.isnan(data.targets[:, cols]).any(1)
-    doc_agg = fit_linear(data.targets[full][:, cols], data.labels[full].astype(int), rated, C=0.1).logit_matrix(
-        np.array([[gpt5[d.id][t] for t in rated] for d in doc]), rated)
-    length = np.array([np.mean([len(t) for t in d.target_turns]) for d in doc])
+    transfer = doctor_transfer(data_dir)
+    doc, doc_agg, length, rated = (transfer.dialogues, transfer.judge_aggregate, transfer.mean_turn_chars,
+                                   transfer.traits)
     print(f"== variants: {len(data.dialogues)} training rows ({int(lab.sum())} labelled Turing transcripts, "
           f"{int((~lab).sum())} unlabelled doctor dialogues), 5-fold CV grouped by game / persona; doctor "
           f"transfer on {len(doc)} generations of held-out personas ({len(rated)} GPT-5-rated traits) ==")

@@ -11,7 +11,10 @@ small MLP that predicts each trait rating, and the scalar is a linear function o
 HAL, three gained pairwise accuracy and passed more held-out audits than one; see ``RewardConfig.ensemble``).
 Trait heads and scalar are fitted jointly: trait MSE against the judge + ``beta`` x label log-loss +
 ``gamma`` x squared distance to the judge's own aggregate (an aggregator given to :func:`distill`, else an L1
-logistic fitted on the training rows), so the scalar follows the judge and not only the labels.
+logistic fitted on the training rows), so the scalar follows the judge and not only the labels. Unlabelled
+rows (another domain, perhaps rated on fewer traits: HAL's doctor visits) have no label to follow, so there
+``gamma_unlabelled`` x the distance to the judge's aggregate of the traits they are rated on is what makes
+the scalar mean something beyond the labelled domain.
 
 What a policy could exploit is closed three ways (issue: a reward a policy cannot game):
 
@@ -104,6 +107,15 @@ class RewardConfig(BaseModel):
     beta: float = Field(0.3, description="weight of the label log-loss against the trait MSE")
     gamma: float = Field(0.0, description="weight of the distance to the judge's aggregate (fidelity); on HAL "
                          "0.05 cost 0.016 pairwise accuracy for +0.07 fidelity, so it is off by default")
+    gamma_unlabelled: float = Field(0.01, description="the same distance on unlabelled rows (their judge's "
+                                    "aggregate of the traits they are rated on), so the scalar follows the judge "
+                                    "where no label says which side a row is. On HAL (doctor visits unlabelled, "
+                                    "16 of 32 traits rated) over seeds 0-4, 0.01 / 0.03 / 0: on held-out personas "
+                                    "Spearman with GPT-5's aggregate 0.703 / 0.749 / 0.515 (length heuristic "
+                                    "0.623), partial 0.463 / 0.543 / 0.252, grouped pairwise 0.9720 / 0.9734 / "
+                                    "0.9762; held-out audits (seeds 0-2 x 5 folds) passed 11 / 8 / 13 of 15 "
+                                    "(worst 0.07 / 0.07 / 0.06), hence the smaller weight; 0.1 and 0.5 (seed 0): "
+                                    "pairwise 0.965 and 0.953")
     weight_decay: float = 0.01
     l1_head: float = Field(1e-3, description="L1 on the scalar's trait weights (sparser explanations)")
     steps: int = 600
@@ -345,10 +357,11 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
                edit_src: np.ndarray | None = None, edit_kind: np.ndarray | None = None,
                scalar: Any = None) -> Any:
     """Joint fit of one ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
-    gamma x (logit - judge's aggregate)^2 + edit_weight x the edit hinges (a bounded edit: above
-    max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a strict one: above source +
-    edit_margin; a degenerate one: above the batch's 2nd percentile) + invariant_weight x the label log-loss of
-    the invariant copies. ``scalar``: a trait -> logit layer to use as is (only the trunk is fitted)."""
+    gamma (labelled rows) or gamma_unlabelled x (logit - judge's aggregate)^2 + edit_weight x the edit hinges
+    (a bounded edit: above max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a
+    strict one: above source + edit_margin; a degenerate one: above the batch's 2nd percentile) +
+    invariant_weight x the label log-loss of the invariant copies. ``scalar``: a trait -> logit layer to use as
+    is (only the trunk is fitted)."""
     import torch
 
     from traitlab.judges.reward_hf_modeling import TraitHead
@@ -396,8 +409,9 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             loss = loss + cfg.beta * torch.nn.functional.binary_cross_entropy_with_logits(
                 logit[labelled], y_all[rows][labelled])
         ok = agg_ok[rows]
-        if agg_all is not None and ok.any():
-            loss = loss + cfg.gamma * ((logit[ok] - agg_all[rows][ok]) ** 2).mean()
+        if agg_all is not None and ok.any() and (cfg.gamma or cfg.gamma_unlabelled):
+            w = torch.where(labelled, cfg.gamma, cfg.gamma_unlabelled)
+            loss = loss + (w * (logit - agg_all[rows]) ** 2)[ok].mean()
         if use_edits:
             pick = torch.randint(len(xe), (min(cfg.batch, len(xe)),), generator=gen)
             _, _, le = head.standardised(xe[pick])
@@ -429,21 +443,35 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
 
 
 def _aggregate_logits(data: TrainingSet, train: np.ndarray, aggregator: Aggregator | None) -> np.ndarray:
-    """The judge's aggregate of each row's real ratings (NaN where a needed trait is unrated): the given
-    aggregator, else an L1 logistic fitted on the labelled, fully rated ``train`` rows."""
+    """The judge's aggregate of each row's real ratings: the given aggregator, else an L1 logistic fitted on
+    the labelled, fully rated ``train`` rows. A row rated on fewer traits than that needs (a judge that used a
+    shorter trait list, as HAL's doctor dialogues) gets an L1 logistic on just the traits it has, fitted on the
+    labelled ``train`` rows rated on them; NaN where too few such rows are."""
     from traitlab.judges.aggregate import fit_linear
 
     ids = data.trait_set.ids
+    labelled = train & ~np.isnan(data.labels)
+
+    def fitted(cols: list[int]) -> Aggregator | None:
+        rows = labelled & ~np.isnan(data.targets[:, cols]).any(1)
+        if rows.sum() < 10 or len(set(data.labels[rows])) < 2:
+            return None
+        return fit_linear(data.targets[rows][:, cols], data.labels[rows].astype(int), [ids[j] for j in cols], C=0.1)
+
+    aggregator = aggregator or fitted(list(range(len(ids))))
+    out = np.full(len(data.labels), np.nan)
     if aggregator is None:
-        full = train & ~np.isnan(data.labels) & ~np.isnan(data.targets).any(1)
-        if full.sum() < 10 or len(set(data.labels[full])) < 2:
-            return np.full(len(data.labels), np.nan)
-        aggregator = fit_linear(data.targets[full], data.labels[full].astype(int), ids, C=0.1)
+        return out
     need = [ids.index(t) for t in aggregator.trait_ids]
     ok = ~np.isnan(data.targets[:, need]).any(1)
-    out = np.full(len(data.labels), np.nan)
     if ok.any():
         out[ok] = aggregator.logit_matrix(np.nan_to_num(data.targets[ok]), ids)
+    patterns = {tuple(np.flatnonzero(~np.isnan(r))) for r in data.targets[~ok]}
+    for cols in sorted(c for c in patterns if c):
+        rows = ~ok & (~np.isnan(data.targets) == np.isin(np.arange(len(ids)), cols)).all(1)
+        sub = fitted(list(cols))
+        if sub is not None:
+            out[rows] = sub.logit_matrix(np.nan_to_num(data.targets[rows]), ids)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from scipy.stats import false_discovery_control
+from scipy.stats import false_discovery_control, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from traitlab import stats
@@ -67,6 +67,16 @@ def test_auc_effect_sizes_and_fdr_against_references():
     lo, hi = stats.bootstrap_ci((h, a), stats.auc, n_boot=300)
     assert lo < stats.auc(h, a) < hi
     assert stats.mean_pairwise_spearman([[1, 2, 3, 4], [2, 3, 4, 5], [4, 3, 2, 1]]) == pytest.approx(-1 / 3)
+
+
+def test_partial_spearman_ranks_the_control_out():
+    rng = np.random.default_rng(0)
+    length = rng.normal(size=500)
+    a, b = length + 0.3 * rng.normal(size=500), length + 0.3 * rng.normal(size=500)
+    assert stats.partial_spearman(a, b, length) == pytest.approx(0.0, abs=0.1)  # agree only through length
+    shared = rng.normal(size=500)
+    c, d = shared + 0.3 * rng.normal(size=500), shared + 0.3 * rng.normal(size=500)
+    assert stats.partial_spearman(c, d, length) == pytest.approx(spearmanr(c, d).statistic, abs=0.03)
 
 
 # ---- consolidation -----------------------------------------------------------------------------------

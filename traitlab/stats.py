@@ -161,3 +161,15 @@ def mean_pairwise_spearman(data: ArrayLike) -> float:
         if ok.sum() > 2 and np.ptp(x[i][ok]) > 0 and np.ptp(x[j][ok]) > 0:
             rhos.append(_st.spearmanr(x[i][ok], x[j][ok]).statistic)
     return float(np.mean(rhos)) if rhos else float("nan")
+
+
+def partial_spearman(a: ArrayLike, b: ArrayLike, control: ArrayLike) -> float:
+    """Spearman of ``a`` and ``b`` with ``control`` ranked out: the ranks of both regressed on its rank, the
+    residuals correlated (how much a reward follows a judge beyond, say, length)."""
+    c = _st.rankdata(np.asarray(control, dtype=float))
+
+    def resid(v: ArrayLike) -> np.ndarray:
+        r = _st.rankdata(np.asarray(v, dtype=float))
+        return r - np.polyval(np.polyfit(c, r, 1), c)
+
+    return float(_st.spearmanr(resid(a), resid(b)).statistic)

@@ -17,7 +17,9 @@ Reproduce the shipped default (``judges/default_reward``)::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from traitlab.contrast import Contrast
@@ -69,6 +71,40 @@ def doctor_generations(data_dir: str | Path, *, heldout: bool) -> tuple[list[Dia
     ds = [d for d in load_dialogues(path, skipped=[]) if doctor_heldout(d) == heldout]
     ids = {d.id for d in ds}
     return _grouped(ds, "gen-persona"), [r for r in load_ratings(path, judge=DOCTOR_GEN_JUDGE) if r.dialogue_id in ids]
+
+
+class DoctorTransfer(BaseModel):
+    """The doctor-transfer check: held-out generations, GPT-5's aggregate of their ratings, the patient's
+    mean turn length (what a reward that knows only length would follow)."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    dialogues: list[Dialogue]
+    judge_aggregate: Any  # np.ndarray (n,)
+    mean_turn_chars: Any  # np.ndarray (n,)
+    traits: list[str]
+
+
+def doctor_transfer(data_dir: str | Path) -> DoctorTransfer:
+    """The generations of the held-out personas with GPT-5's aggregate of the traits it rated on all of them
+    (an L1 logistic, C=0.1, fitted on GPT-5's ratings of the same traits on the labelled Turing transcripts).
+    A reward transfers when its scalar follows that aggregate beyond ``mean_turn_chars``."""
+    from traitlab.judges.aggregate import fit_linear
+
+    doc, ratings = doctor_generations(data_dir, heldout=True)
+    by_id = {r.dialogue_id: r.ratings for r in ratings}
+    doc = [d for d in doc if d.id in by_id]
+    traits = sorted(set.intersection(*(set(by_id[d.id]) for d in doc)))
+    f = files(data_dir)
+    turing = [d for d in load_dialogues(f["turing_dialogues"]) if d.label is not None]
+    rated = {r.dialogue_id: r.ratings for r in load_ratings(f["turing_ratings"], judge=TURING_JUDGE)}
+    full = [d for d in turing if d.id in rated and set(traits) <= set(rated[d.id])]
+    agg = fit_linear(np.array([[rated[d.id][t] for t in traits] for d in full]),
+                     np.array([int(CONTRAST.y(d)) for d in full]), traits, C=0.1)
+    return DoctorTransfer(dialogues=doc, traits=traits,
+                          judge_aggregate=agg.logit_matrix(np.array([[by_id[d.id][t] for t in traits] for d in doc]),
+                                                           traits),
+                          mean_turn_chars=np.array([np.mean([len(t) for t in d.target_turns]) for d in doc]))
 
 
 def inputs(data_dir: str | Path, *, doctor_generations_too: bool = True) -> HalInputs:
