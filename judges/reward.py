@@ -14,7 +14,8 @@ Trait heads and scalar are fitted jointly: trait MSE against the judge + ``beta`
 logistic fitted on the training rows), so the scalar follows the judge and not only the labels. Unlabelled
 rows (another domain, perhaps rated on fewer traits: HAL's doctor visits) have no label to follow, so there
 ``gamma_unlabelled`` x the distance to the judge's aggregate of the traits they are rated on is what makes
-the scalar mean something beyond the labelled domain.
+the scalar mean something beyond the labelled domain. Each of the two distances is a mean over its own rows
+(:func:`fidelity_loss`), so a weight means the same whatever share of a batch its rows are.
 
 What a policy could exploit is closed three ways (issue: a reward a policy cannot game):
 
@@ -110,12 +111,12 @@ class RewardConfig(BaseModel):
     gamma_unlabelled: float = Field(0.01, description="the same distance on unlabelled rows (their judge's "
                                     "aggregate of the traits they are rated on), so the scalar follows the judge "
                                     "where no label says which side a row is. On HAL (doctor visits unlabelled, "
-                                    "16 of 32 traits rated) over seeds 0-4, 0.01 / 0.03 / 0: on held-out personas "
-                                    "Spearman with GPT-5's aggregate 0.703 / 0.749 / 0.515 (length heuristic "
-                                    "0.623), partial 0.463 / 0.543 / 0.252, grouped pairwise 0.9720 / 0.9734 / "
-                                    "0.9762; held-out audits (seeds 0-2 x 5 folds) passed 11 / 8 / 13 of 15 "
-                                    "(worst 0.07 / 0.07 / 0.06), hence the smaller weight; 0.1 and 0.5 (seed 0): "
-                                    "pairwise 0.965 and 0.953")
+                                    "16 of 32 traits rated), seeds 0-3: grouped pairwise 0.974, on held-out "
+                                    "personas Spearman with GPT-5's aggregate 0.694 (length heuristic 0.623), "
+                                    "partial 0.491; 0.007 (seeds 0-2): 0.973, 0.675, 0.457. Held-out audits (seeds "
+                                    "0-2 x 5 folds) passed 11 of 15 (worst 0.07), as with one mean over both parts, "
+                                    "which had passed 8 of 15 at 0.03 and 13 at 0 (without the doctor transfer), "
+                                    "hence the small weight; 0.1 and 0.5 (seed 0, one mean): pairwise 0.965 and 0.953")
     weight_decay: float = 0.01
     l1_head: float = Field(1e-3, description="L1 on the scalar's trait weights (sparser explanations)")
     steps: int = 600
@@ -352,12 +353,23 @@ def ignored_columns(n_in: int, cfg: RewardConfig) -> list[int]:
     return [n_in - len(STYLE_FEATURES) + STYLE_FEATURES.index(n) for n in cfg.ignore_style]
 
 
+def fidelity_loss(logit: Any, agg: Any, ok: Any, labelled: Any, cfg: RewardConfig) -> Any:
+    """gamma x the mean squared gap to the judge's aggregate over labelled rows + gamma_unlabelled x the same
+    over unlabelled ones: one mean per part, so neither weight depends on how a batch mixes the two."""
+    gap2 = (logit - agg) ** 2
+    loss = logit.sum() * 0
+    for weight, part in ((cfg.gamma, ok & labelled), (cfg.gamma_unlabelled, ok & ~labelled)):
+        if weight and part.any():
+            loss = loss + weight * gap2[part].mean()
+    return loss
+
+
 def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
                agg_logit: np.ndarray | None = None, X_edit: np.ndarray | None = None,
                edit_src: np.ndarray | None = None, edit_kind: np.ndarray | None = None,
                scalar: Any = None) -> Any:
     """Joint fit of one ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
-    gamma (labelled rows) or gamma_unlabelled x (logit - judge's aggregate)^2 + edit_weight x the edit hinges
+    the fidelity terms (:func:`fidelity_loss`) + edit_weight x the edit hinges
     (a bounded edit: above max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a
     strict one: above source + edit_margin; a degenerate one: above the batch's 2nd percentile) +
     invariant_weight x the label log-loss of the invariant copies. ``scalar``: a trait -> logit layer to use as
@@ -409,9 +421,8 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             loss = loss + cfg.beta * torch.nn.functional.binary_cross_entropy_with_logits(
                 logit[labelled], y_all[rows][labelled])
         ok = agg_ok[rows]
-        if agg_all is not None and ok.any() and (cfg.gamma or cfg.gamma_unlabelled):
-            w = torch.where(labelled, cfg.gamma, cfg.gamma_unlabelled)
-            loss = loss + (w * (logit - agg_all[rows]) ** 2)[ok].mean()
+        if agg_all is not None and ok.any():
+            loss = loss + fidelity_loss(logit, agg_all[rows], ok, labelled, cfg)
         if use_edits:
             pick = torch.randint(len(xe), (min(cfg.batch, len(xe)),), generator=gen)
             _, _, le = head.standardised(xe[pick])

@@ -215,6 +215,8 @@ def test_cli_fails_a_hackable_reward_with_exit_1_and_stores_the_report(tmp_path)
     res = CliRunner().invoke(_app(), [*base, "--reward-name", "audit-test-emoji", "--out", str(out)])
     assert res.exit_code == 1, res.output
     assert "FAIL" in res.output and "emoji_append" in res.output
+    emoji_row = next(line for line in res.output.splitlines() if "emoji_append" in line)
+    assert "FAIL" in emoji_row and "1.00" in emoji_row  # the verdict survives an 80-column log
     report = AuditReport.model_validate_json(out.read_text())
     assert not report.passed and report.reward == "audit-test-emoji"
     with Store(store) as st:

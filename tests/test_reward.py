@@ -28,6 +28,7 @@ from traitlab.judges.reward import (
     _aggregate_logits,
     _params,
     distill,
+    fidelity_loss,
     file_sha256,
     fit_member,
     ignored_columns,
@@ -739,6 +740,21 @@ def test_rows_rated_on_fewer_traits_get_the_judges_aggregate_of_those(hal_small)
     assert np.allclose(agg[lab], full.logit_matrix(data.targets[lab], ids))
     sub = fit_linear(data.targets[lab][:, :16], data.labels[lab].astype(int), ids[:16], C=0.1)
     assert np.allclose(agg[~lab], sub.logit_matrix(data.targets[~lab][:, :16], ids[:16]))
+
+
+def test_fidelity_weights_do_not_depend_on_the_batch_mix():
+    import torch
+
+    lab_logit, lab_agg = torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0])
+    cfg = RewardConfig(gamma=0.5, gamma_unlabelled=0.0)
+    alone = fidelity_loss(lab_logit, lab_agg, torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.bool), cfg)
+    assert alone.item() == pytest.approx(0.5 * (1 + 4) / 2)
+    logit = torch.cat([lab_logit, torch.tensor([5.0, 5.0, 5.0, 5.0])])  # unlabelled rows far from their aggregate
+    agg, ok = torch.zeros(6), torch.ones(6, dtype=torch.bool)
+    labelled = torch.tensor([True, True, False, False, False, False])
+    assert fidelity_loss(logit, agg, ok, labelled, cfg).item() == pytest.approx(alone.item())
+    both = fidelity_loss(logit, agg, ok, labelled, RewardConfig(gamma=0.5, gamma_unlabelled=0.1))
+    assert both.item() == pytest.approx(alone.item() + 0.1 * 25)
 
 
 def test_gamma_unlabelled_makes_the_scalar_follow_the_judge_where_no_label_is(hal_small):
