@@ -824,8 +824,9 @@ class LocalReward:
         with _collector_paused():
             batch = TurnBatch.of(dialogues)
             traits, scores = self.score_features(features(dialogues, self.config.encoder, batch), dialogues, batch)
-        return [RewardScore(id=d.id, score=float(s), traits=dict(zip(self.trait_ids, map(float, t), strict=True)))
-                for d, s, t in zip(dialogues, scores, traits, strict=True)]
+        ids = self.trait_ids  # built from the trait set on each access: once per batch, not per dialogue
+        return [RewardScore(id=d.id, score=s, traits=dict(zip(ids, t, strict=True)))
+                for d, s, t in zip(dialogues, scores.tolist(), traits.tolist(), strict=True)]
 
     def p_positive(self, dialogues: Sequence[Dialogue]) -> list[float]:
         """Calibrated probability that each judged speaker is on the contrast's positive side."""
