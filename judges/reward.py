@@ -357,11 +357,8 @@ def fidelity_loss(logit: Any, agg: Any, ok: Any, labelled: Any, cfg: RewardConfi
     """gamma x the mean squared gap to the judge's aggregate over labelled rows + gamma_unlabelled x the same
     over unlabelled ones: one mean per part, so neither weight depends on how a batch mixes the two."""
     gap2 = (logit - agg) ** 2
-    loss = logit.sum() * 0
-    for weight, part in ((cfg.gamma, ok & labelled), (cfg.gamma_unlabelled, ok & ~labelled)):
-        if weight and part.any():
-            loss = loss + weight * gap2[part].mean()
-    return loss
+    parts = ((cfg.gamma, ok & labelled), (cfg.gamma_unlabelled, ok & ~labelled))
+    return sum((w * gap2[part].mean() for w, part in parts if w and part.any()), logit.new_zeros(()))
 
 
 def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: RewardConfig, *,
@@ -420,9 +417,8 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
         if labelled.any():
             loss = loss + cfg.beta * torch.nn.functional.binary_cross_entropy_with_logits(
                 logit[labelled], y_all[rows][labelled])
-        ok = agg_ok[rows]
-        if agg_all is not None and ok.any():
-            loss = loss + fidelity_loss(logit, agg_all[rows], ok, labelled, cfg)
+        if agg_all is not None:
+            loss = loss + fidelity_loss(logit, agg_all[rows], agg_ok[rows], labelled, cfg)
         if use_edits:
             pick = torch.randint(len(xe), (min(cfg.batch, len(xe)),), generator=gen)
             _, _, le = head.standardised(xe[pick])
