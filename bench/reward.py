@@ -23,7 +23,8 @@ Fidelity ceiling: how well GPT-5's aggregate can be predicted at all on held-out
 by the other judges' aggregates of their own ratings, by ridge regressions from the reward's features.
 
 Cost: ``LocalReward.score`` end to end (features, heads, gate) on 1,000 and 4,000 dialogues, marginal
-dialogues/s between them, and the start-up of a fresh process that loads the reward and scores one dialogue,
+dialogues/s between them, on every staged dialogue once (4,000 repeats some, and a batch measures a repeated
+word or context once), and the start-up of a fresh process that loads the reward and scores one dialogue,
 static vs MiniLM in the same run. Timings are on this machine; the ratio is what counts.
 """
 
@@ -296,6 +297,7 @@ def cost(data_dir: Path, repeats: int) -> None:
     random.Random(0).shuffle(pool)  # one mix for both sizes, so the marginal rate is not a change of lengths
     sets = {n: [d.model_copy(update={"id": f"{d.id}#{i}"}) for i, d in enumerate((pool * 3)[:n])]
             for n in (1000, 4000)}
+    sets["distinct"] = pool  # 4,000 repeats some dialogues (and so their contexts); this set repeats none
     with tempfile.TemporaryDirectory() as tmp:
         rewards = {"static (shipped)": None, "MiniLM (bf16 where native)": _quick_reward("minilm", data_dir,
                                                                                           Path(tmp) / "m")}
@@ -324,9 +326,10 @@ def cost(data_dir: Path, repeats: int) -> None:
             start[k] = min(runs)
         base = "MiniLM (bf16 where native)"
         for k in loaded:
-            r1, r4 = 1000 / best[k, 1000], 4000 / best[k, 4000]
+            r1, r4, rd = 1000 / best[k, 1000], 4000 / best[k, 4000], len(pool) / best[k, "distinct"]
             marginal = 3000 / max(best[k, 4000] - best[k, 1000], 1e-9)
-            print(f"  {k:<28} 1,000: {r1:7.0f}/s  4,000: {r4:7.0f}/s  marginal {marginal:7.0f}/s  "
+            print(f"  {k:<28} 1,000: {r1:7.0f}/s  4,000: {r4:7.0f}/s  all {len(pool):,} once: {rd:7.0f}/s  "
+                  f"marginal {marginal:7.0f}/s  "
                   f"(x{marginal / (3000 / (best[base, 4000] - best[base, 1000])):.1f})  start-up for one: "
                   f"{start[k][1]:.2f}s in process, {start[k][0]:.2f}s with the interpreter")
 

@@ -26,8 +26,9 @@ import functools
 import re
 import unicodedata
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,9 @@ _CLASS = np.zeros(0x110000, dtype=np.uint8)
 _SCRIPT = np.zeros(0x110000, dtype=np.int16)
 _SEEN = np.zeros(0x110000, dtype=bool)
 _SCRIPT_NAMES: dict[str, int] = {}
+_MARK = np.zeros(0x110000, dtype=np.uint8)  # 1 + the index in COUNTED_MARKS, 0 for any other character
+_MARK[[ord(c) for c in COUNTED_MARKS]] = np.arange(1, len(COUNTED_MARKS) + 1)
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
 
 
 def _classify(cps: np.ndarray) -> np.ndarray:
@@ -119,24 +123,26 @@ def _classify(cps: np.ndarray) -> np.ndarray:
 
 
 def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 class TurnBatch:
     """The judged turns of a batch of dialogues, measured together for the style features and the gate.
 
     Every character is classified by one table lookup, and every whitespace-separated chunk (a word with its
-    punctuation) is measured once however often the batch repeats it; a feature is then a sum over a turn's
-    characters or chunks. Nothing a feature looks at crosses whitespace, so the sums equal measuring each
-    dialogue's text on its own (``tests/test_reward.py`` checks this against plain per-dialogue code), at a
-    cost that grows with the batch's distinct words rather than its length.
+    punctuation) is measured once however often the batch repeats it, as is each distinct message of the other
+    speaker (a GRPO prompt its completions share); a feature is then a sum over a turn's characters or chunks.
+    Nothing a feature looks at crosses whitespace, so the sums equal measuring each dialogue's text on its own
+    (``tests/test_reward.py`` checks this against plain per-dialogue code), at a cost that grows with the
+    batch's distinct words rather than its length. Per-turn character counts are histograms of (turn, code)
+    pairs, never a per-character matrix: such a matrix is tens of MB that a batch's first call has to fault in.
     """
 
     def __init__(self, turns: Sequence[Sequence[str]], previous: Sequence[Sequence[str]] | None = None) -> None:
         self.turns = [[t.strip() for t in ts] for ts in turns]
         n = self.n = len(self.turns)
         prev = list(previous) if previous is not None else [[] for _ in range(n)]
-        flat = [t for ts in self.turns for t in ts]
+        flat = list(chain.from_iterable(self.turns))
         self.n_turns = np.fromiter(map(len, self.turns), dtype=np.int64, count=n)
         self.turn_dlg = np.repeat(np.arange(n), self.n_turns)
         t_len = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
@@ -147,41 +153,47 @@ class TurnBatch:
         cls[-1] = 0
         self._cps, self._cls, self._starts, self._ends, self.t_len = cps, cls, starts, ends, t_len
 
-        # chunks of the judged turns, then of the other speaker's message before each turn (for the echo)
-        parts = [t.split() for t in flat]
+        # chunks of the judged turns, then of the other speaker's message before each turn (for the echo), each
+        # distinct chunk numbered where it is first met: the judged turns' own chunks are 0..own-1
+        index: defaultdict[str, int] = defaultdict()
+        index.default_factory = index.__len__
+        parts = list(map(str.split, flat))
         self.n_chunks = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        self.occ = np.fromiter(map(index.__getitem__, chain.from_iterable(parts)), dtype=np.int64,
+                               count=int(self.n_chunks.sum()))
+        self.occ_turn = np.repeat(np.arange(len(flat)), self.n_chunks)
+        own = len(index)
         said = [p for ts, ps in zip(self.turns, prev, strict=True)
                 for p in [*ps[:len(ts)], *[""] * (len(ts) - len(ps))]]  # one message per turn, "" for none
-        said_parts = [p.split() for p in said]
-        chunks = [c for ps in parts for c in ps]
-        said_chunks = [c for ps in said_parts for c in ps]
-        index = {c: k for k, c in enumerate(dict.fromkeys([*chunks, *said_chunks]))}
+        messages = {m: k for k, m in enumerate(dict.fromkeys(said))}  # a prompt that completions share, once
+        said_parts = list(map(str.split, messages))
+        n_said = np.fromiter(map(len, said_parts), dtype=np.int64, count=len(said_parts))
+        said_occ = np.fromiter(map(index.__getitem__, chain.from_iterable(said_parts)), dtype=np.int64,
+                               count=int(n_said.sum()))
+        said_in = np.repeat(np.arange(len(messages)), n_said)
+        turn_said = np.fromiter(map(messages.__getitem__, said), dtype=np.int64, count=len(said))
         keys = list(index)
-        self.occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
-        self.occ_turn = np.repeat(np.arange(len(flat)), self.n_chunks)
-        said_occ = np.fromiter(map(index.__getitem__, said_chunks), dtype=np.int64, count=len(said_chunks))
-        said_turn = np.repeat(np.arange(len(flat)), np.fromiter(map(len, said_parts), dtype=np.int64,
-                                                                  count=len(said_parts)))
+        mine = keys[:own]  # what the style features measure; the other speaker's chunks only give words
 
         def per_chunk(values: Iterable[Any], dtype: Any = np.int64) -> np.ndarray:
-            return np.fromiter(values, dtype=dtype, count=len(keys))
+            return np.fromiter(values, dtype=dtype, count=own)
 
-        self.k_len = per_chunk(map(len, keys))
-        self.k_allcaps = per_chunk((c.isupper() and len(c) > 1 for c in keys), bool)
-        self.k_texting = per_chunk((c.lower().strip(".,!?") in TEXTING for c in keys), bool)
-        self.k_ellipses = per_chunk(c.count("...") for c in keys)
-        self.k_emoticons = per_chunk(len(EMOTICON.findall(c)) if ":" in c or ";" in c else 0 for c in keys)
-        self.k_cap_start = per_chunk((c[0].isupper() and not c.startswith("I") for c in keys), bool)
-        self.k_alnum_end = per_chunk((c[-1].isalnum() for c in keys), bool)
-        lowered = {c: k for k, c in enumerate(dict.fromkeys(map(str.lower, keys)))}
-        self.k_lower = per_chunk(lowered[c.lower()] for c in keys)
+        self.k_len = per_chunk(map(len, mine))
+        self.k_allcaps = per_chunk((c.isupper() and len(c) > 1 for c in mine), bool)
+        self.k_texting = per_chunk((c.lower().strip(".,!?") in TEXTING for c in mine), bool)
+        self.k_ellipses = per_chunk(c.count("...") for c in mine)
+        self.k_emoticons = per_chunk(len(EMOTICON.findall(c)) if ":" in c or ";" in c else 0 for c in mine)
+        self.k_cap_start = per_chunk((c[0].isupper() and not c.startswith("I") for c in mine), bool)
+        self.k_alnum_end = per_chunk((c[-1].isalnum() for c in mine), bool)
+        lowered = {c: k for k, c in enumerate(dict.fromkeys(map(str.lower, mine)))}
+        self.k_lower = per_chunk(lowered[c.lower()] for c in mine)
         self.k_words = list(map(words_of, keys))
-        self.k_n_words = per_chunk(map(len, self.k_words))
-        word_id = {w: i for i, w in enumerate(dict.fromkeys(w for ws in self.k_words for w in ws))}
+        self.k_n_words = np.fromiter(map(len, self.k_words), dtype=np.int64, count=len(keys))
+        word_id = {w: i for i, w in enumerate(dict.fromkeys(chain.from_iterable(self.k_words)))}
         self._k_word_ptr = np.concatenate([[0], np.cumsum(self.k_n_words)])
-        self._k_word_ids = np.fromiter((word_id[w] for ws in self.k_words for w in ws), dtype=np.int64,
+        self._k_word_ids = np.fromiter(map(word_id.__getitem__, chain.from_iterable(self.k_words)), dtype=np.int64,
                                        count=int(self._k_word_ptr[-1]))
-        self._echo = self._echo_of_other(said_occ, said_turn)
+        self._echo = self._echo_of_other(said_occ, said_in, turn_said)
 
     @classmethod
     def of(cls, dialogues: Sequence[Dialogue]) -> TurnBatch:
@@ -189,20 +201,37 @@ class TurnBatch:
         return cls([d.target_turns for d in dialogues], [previous_messages(d) for d in dialogues])
 
     # sums ------------------------------------------------------------------------------------------------
-    def _chars_per_turn(self, columns: np.ndarray) -> np.ndarray:
-        """Per turn, the sum of each column over the turn's characters (rows of ``columns``, sentinel last)."""
-        sums = np.add.reduceat(columns, self._starts, axis=0, dtype=np.int64) if len(self._starts) else np.zeros(
-            (0, *columns.shape[1:]), dtype=np.int64)
-        return sums * (self.t_len > 0).reshape(-1, *[1] * (columns.ndim - 1))  # reduceat gives empty turns a row
+    @functools.cached_property
+    def _char_turn(self) -> np.ndarray:
+        """The turn of each character (the sentinel left out)."""
+        return np.repeat(np.arange(len(self.t_len)), self.t_len)
+
+    def _codes_per_turn(self, codes: np.ndarray, k: int) -> np.ndarray:
+        """Per turn, how many of its characters carry each code ``0..k-1`` (``codes``: one per character):
+        shape ``(turns, k)``, one histogram of (turn, code) pairs."""
+        if not k:  # no characters at all (every turn empty)
+            return np.zeros((len(self.t_len), 0), dtype=np.int64)
+        keys = self._char_turn * k
+        keys += codes
+        return np.bincount(keys, minlength=len(self.t_len) * k).reshape(-1, k)
+
+    def _chars_per_turn(self, mask: np.ndarray) -> np.ndarray:
+        """Per turn, how many of its characters ``mask`` (one bool per character, sentinel last) marks."""
+        return np.bincount(self._char_turn[mask[:-1]], minlength=len(self.t_len))
 
     @functools.cached_property
     def _class_counts(self) -> np.ndarray:
-        return self._chars_per_turn(np.unpackbits(self._cls[:, None], axis=1, bitorder="little"))
+        """Per turn, the characters with each class bit: the histogram of the few class bytes a batch has,
+        times their bits."""
+        seen = np.flatnonzero(np.bincount(self._cls[:-1], minlength=256))
+        compact = np.zeros(256, dtype=np.uint8)
+        compact[seen] = np.arange(len(seen))
+        return self._codes_per_turn(compact[self._cls[:-1]], len(seen)) @ _BITS[seen]
 
     @functools.cached_property
     def _mark_counts(self) -> dict[str, np.ndarray]:
-        counts = self._chars_per_turn(self._cps[:, None] == np.array([ord(c) for c in COUNTED_MARKS]))
-        return dict(zip(COUNTED_MARKS, counts.T, strict=True))
+        counts = self._codes_per_turn(_MARK[self._cps[:-1]], len(COUNTED_MARKS) + 1)
+        return dict(zip(COUNTED_MARKS, counts[:, 1:].T, strict=True))
 
     def _has(self, flag: np.uint8) -> np.ndarray:
         return self._class_counts[:, int(flag).bit_length() - 1]
@@ -233,20 +262,21 @@ class TurnBatch:
         at = np.repeat(self._k_word_ptr[occ] - first, counts) + np.arange(int(counts.sum()))
         return self._k_word_ids[at], np.repeat(turn, counts)
 
-    def _echo_of_other(self, said_occ: np.ndarray, said_turn: np.ndarray) -> np.ndarray:
+    def _echo_of_other(self, said_occ: np.ndarray, said_in: np.ndarray, turn_said: np.ndarray) -> np.ndarray:
         """Per dialogue, the mean over its turns of the share of a turn's words that the other speaker's
         message before it already said (1.0 = the turn parrots its prompt; turns with no words, or no message
-        before them, are left out)."""
+        before them, are left out). ``said_occ``: the chunk occurrences of the distinct messages, ``said_in``:
+        the message of each, ``turn_said``: the message before each turn."""
         words, w_turn = self._word_occurrences(self.occ, self.occ_turn)
-        said, s_turn = self._word_occurrences(said_occ, said_turn)
+        said, s_msg = self._word_occurrences(said_occ, said_in)
         span = int(max(words.max(initial=0), said.max(initial=0))) + 1
-        known = np.sort(s_turn * span + said)  # (turn, word) pairs the other speaker said
-        key = w_turn * span + words
+        known = np.sort(s_msg * span + said)  # (message, word) pairs the other speaker said
+        key = turn_said[w_turn] * span + words
         pos = np.minimum(np.searchsorted(known, key), max(len(known) - 1, 0))
         hit = known[pos] == key if len(known) else np.zeros(len(key), dtype=bool)
         n_t = len(self.n_chunks)
         n_words = np.bincount(w_turn, minlength=n_t)
-        counted = (n_words > 0) & (np.bincount(s_turn, minlength=n_t) > 0)
+        counted = (n_words > 0) & (np.bincount(s_msg, minlength=n_t)[turn_said] > 0)  # no more messages than turns
         share = np.where(counted, np.bincount(w_turn, weights=hit, minlength=n_t) / np.maximum(n_words, 1), 0.0)
         m = self._per_dialogue(counted.astype(float))
         return np.where(m > 0, self._per_dialogue(share) / np.maximum(m, 1), 0.0)
@@ -346,8 +376,9 @@ class TurnBatch:
 
     def known_word_ratio(self, vocab: frozenset[str]) -> np.ndarray:
         """Per dialogue, the share of its words (:func:`words_of`) that ``vocab`` holds (0 with no words)."""
-        known = np.fromiter((sum(w in vocab for w in ws) for ws in self.k_words), dtype=np.int64,
-                            count=len(self.k_words))
+        own = len(self.k_len)  # the judged turns' chunks (the rest are the other speaker's)
+        known = np.fromiter((sum(map(vocab.__contains__, ws)) for ws in self.k_words[:own]), dtype=np.int64,
+                            count=own)
         words = self._chunk_sum(self.k_n_words)
         return np.where(words > 0, self._chunk_sum(known) / np.maximum(words, 1), 0.0)
 

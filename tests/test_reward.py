@@ -364,6 +364,12 @@ def test_batched_features_equal_the_plain_per_dialogue_definitions(reward, sampl
         assert style[i] == pytest.approx(ref_style, abs=1e-6), d.id
         assert validity[i] == pytest.approx(ref_validity, abs=1e-6), d.id
     assert len(rows) > 200 and style[:, STYLE_FEATURES.index("emoji_per_turn")].max() > 0.5
+    blank = Dialogue(id="blank", target_role="w", messages=[Message(role="q", content="hi"),
+                                                             Message(role="w", content=" ")])
+    alone = TurnBatch.of([blank])  # a batch with no character at all
+    ref_style, ref_validity = _reference_features(blank.target_turns, previous_messages(blank), vocab, scripts)
+    assert alone.style()[0] == pytest.approx(ref_style, abs=1e-6)
+    assert alone.validity(vocab, scripts)[0] == pytest.approx(ref_validity, abs=1e-6)
 
 
 def test_training_edits_never_draw_the_audits_exact_strings(samples):

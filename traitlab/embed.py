@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import unicodedata
 import warnings
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -178,7 +179,9 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
         row_ptr.append(len(chunks))
     if not chunks:
         return out
-    index = {c: j for j, c in enumerate(dict.fromkeys(chunks))}
+    index: defaultdict[str, int] = defaultdict()
+    index.default_factory = index.__len__  # each distinct chunk numbered where it is first met
+    occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
     model.tokenizer.enable_truncation(max_tokens)  # a chunk's tokens past max_tokens can never count
     try:
         ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
@@ -197,13 +200,15 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
 
     n_tok = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     ptr = np.asarray(row_ptr)
-    occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
     rows = np.repeat(np.arange(len(texts)), np.diff(ptr))
     end = np.cumsum(n_tok[occ])  # tokens up to the end of each chunk, counted from the text's start
     end -= np.repeat(np.concatenate([[0], end])[ptr[:-1]], np.diff(ptr))
     whole = end <= max_tokens
-    sums = csr_matrix((np.ones(int(whole.sum())), (rows[whole], occ[whole])), shape=(len(texts), len(kept))
-                      ) @ chunk_sum
+    # rows are in order, so the (text, chunk) matrix is built as CSR directly (no COO sort); float64 sums of
+    # float16 table rows are exact, so neither order nor repeated chunks change a bit
+    in_row = np.bincount(rows[whole], minlength=len(texts))
+    sums = csr_matrix((np.ones(int(in_row.sum())), occ[whole],
+                       np.concatenate([[0], np.cumsum(in_row)])), shape=(len(texts), len(kept))) @ chunk_sum
     counts = np.bincount(rows[whole], weights=n_kept[occ[whole]], minlength=len(texts))
     for j in np.flatnonzero(~whole & (end - n_tok[occ] < max_tokens)):  # the chunk the truncation cuts into
         part = [t for t in ids[occ[j]][:max_tokens - (end[j] - n_tok[occ[j]])] if t != unk]
