@@ -6,8 +6,8 @@ so no extra dependency is needed and nothing touches the network.
 
 A static variant (``EncoderConfig(kind="static")``) is a token-embedding table distilled from that same
 MiniLM with ``model2vec`` (each vocabulary token run through the transformer once, PCA, Zipf weighting):
-a text's embedding is then a mean of table rows, about 40x cheaper than the transformer and importable
-without torch. The table is derived on first use from the installed MiniLM (no download, ~30 s on 2 cores)
+a text's embedding is then a mean of table rows, 40-70x cheaper than the transformer and loaded without
+torch or model2vec. The table is derived on first use from the installed MiniLM (no download, ~30 s on 2 cores)
 and cached under ``traitlab.settings.cache_dir()/models``, like the offline model's GGUF conversion.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import unicodedata
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,19 +142,69 @@ def encoder_dim(cfg: EncoderConfig) -> int:
     return cfg.static_dims if cfg.kind == "static" else 384
 
 
+@dataclass(frozen=True, eq=False)
+class StaticTable:
+    """What :func:`static_encode` reads of a model2vec static model (the float16 table, its tokenizer, the unknown
+    token, the median token length behind model2vec's character cut, normalisation), read from the folder with
+    safetensors and tokenizers alone: importing model2vec itself (joblib, tqdm, the hub client) is about 0.3 s,
+    near half of a local reward's start-up. :meth:`model` loads model2vec's ``StaticModel`` for the rare texts
+    it must embed itself."""
+
+    path: Path
+    embedding: np.ndarray
+    tokenizer: Any
+    unk_token_id: int | None
+    median_token_length: int
+    normalize: bool
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding.shape[1])
+
+    def model(self) -> Any:
+        """model2vec's own ``StaticModel`` of the same folder (loaded once per process)."""
+        return _model2vec(self.path)
+
+    @classmethod
+    def read(cls, path: Path) -> StaticTable:
+        """The table as model2vec's ``StaticModel.from_pretrained`` loads it (no quantisation or dimension
+        change; a folder holding vocabulary weights or a token mapping is refused, traitlab never writes one)."""
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        arrays = load_file(str(path / "model.safetensors"))
+        if set(arrays) != {"embeddings"}:
+            raise ValueError(f"{path / 'model.safetensors'}: holds {sorted(arrays)}, a plain table holds only "
+                             "'embeddings'")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokenizer.no_padding()
+        vocab = tokenizer.get_vocab()
+        unk = getattr(tokenizer.model, "unk_token", None)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return cls(path=path, embedding=arrays["embeddings"], tokenizer=tokenizer,
+                   unk_token_id=tokenizer.token_to_id(unk) if unk is not None else None,
+                   median_token_length=int(np.median([len(t) for t in vocab])),
+                   normalize=bool(config.get("normalize", False)))
+
+
 @functools.cache
-def load_static(dims: int = 256) -> Any:
-    """The static model (``model2vec.StaticModel``), loaded once per process."""
+def _model2vec(path: Path) -> Any:
     from model2vec import StaticModel
 
-    return StaticModel.from_pretrained(str(static_path(dims)))
+    return StaticModel.from_pretrained(str(path))
+
+
+@functools.cache
+def load_static(dims: int = 256) -> StaticTable:
+    """The static table distilled from MiniLM, loaded once per process."""
+    return StaticTable.read(static_path(dims))
 
 
 SPLIT_UNLIKE_BERT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 """Characters Python's ``str.split`` breaks on but BERT's normaliser deletes (so they join words there)."""
 
 
-def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
+def static_encode(model: StaticTable, texts: list[str], max_tokens: int) -> np.ndarray:
     """model2vec's ``StaticModel.encode`` (truncation, unknown tokens dropped, mean, L2 norm, float16 rounding)
     computed from each distinct whitespace-separated chunk once.
 
@@ -168,8 +220,8 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
     out = np.zeros((len(texts), model.dim), dtype=np.float32)
     odd = {i for i, t in enumerate(texts) if SPLIT_UNLIKE_BERT.search(t)}
     if odd:
-        out[sorted(odd)] = model.encode([texts[i] for i in sorted(odd)], max_length=max_tokens,
-                                        use_multiprocessing=False)
+        out[sorted(odd)] = model.model().encode([texts[i] for i in sorted(odd)], max_length=max_tokens,
+                                                use_multiprocessing=False)
     cut = max_tokens * model.median_token_length  # model2vec's character truncation before tokenizing
     chunks: list[str] = []
     row_ptr = [0]
@@ -183,10 +235,7 @@ def static_encode(model: Any, texts: list[str], max_tokens: int) -> np.ndarray:
     index.default_factory = index.__len__  # each distinct chunk numbered where it is first met
     occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
     model.tokenizer.enable_truncation(max_tokens)  # a chunk's tokens past max_tokens can never count
-    try:
-        ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
-    finally:
-        model._set_max_length_in_tokenizer(model.max_length)  # as model.encode leaves it
+    ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
     unk = model.unk_token_id
     kept = [[t for t in x if t != unk] for x in ids]
     n_kept = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
