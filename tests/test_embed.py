@@ -30,6 +30,8 @@ def test_table_is_what_model2vec_loads(model, theirs):
     assert model.unk_token_id == theirs.unk_token_id and model.median_token_length == theirs.median_token_length
     assert np.array_equal(model.embedding, theirs.embedding) and model.embedding.dtype == theirs.embedding.dtype
     assert model.model().encode(["a b"], use_multiprocessing=False).shape == (1, model.dim)
+    static_encode(model, ["word " * 50], 8)
+    assert len(model.tokenizer.encode("word " * 50, add_special_tokens=False).ids) == 50  # the cut does not stay
 
 
 def _random_texts(rng: random.Random, alphabet: list[str], n: int) -> list[str]:

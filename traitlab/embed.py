@@ -178,6 +178,7 @@ class StaticTable:
                              "'embeddings'")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         tokenizer.no_padding()
+        tokenizer.no_truncation()  # at rest it neither pads nor cuts; static_encode cuts for one call
         vocab = tokenizer.get_vocab()
         unk = getattr(tokenizer.model, "unk_token", None)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -235,7 +236,10 @@ def static_encode(model: StaticTable, texts: list[str], max_tokens: int) -> np.n
     index.default_factory = index.__len__  # each distinct chunk numbered where it is first met
     occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
     model.tokenizer.enable_truncation(max_tokens)  # a chunk's tokens past max_tokens can never count
-    ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
+    try:
+        ids = [e.ids for e in model.tokenizer.encode_batch_fast(list(index), add_special_tokens=False)]
+    finally:
+        model.tokenizer.no_truncation()
     unk = model.unk_token_id
     kept = [[t for t in x if t != unk] for x in ids]
     n_kept = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
