@@ -26,14 +26,14 @@ import functools
 import re
 import unicodedata
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from traitlab.embed import EncoderConfig, encode
+from traitlab.embed import EncoderConfig, encode, numbering
 from traitlab.types import Dialogue
 
 TEXTING = frozenset({"lol", "haha", "lmao", "tbh", "idk", "rn", "u", "ur", "ya", "yeah", "nah", "omg", "ngl",
@@ -155,8 +155,7 @@ class TurnBatch:
 
         # chunks of the judged turns, then of the other speaker's message before each turn (for the echo), each
         # distinct chunk numbered where it is first met: the judged turns' own chunks are 0..own-1
-        index: defaultdict[str, int] = defaultdict()
-        index.default_factory = index.__len__
+        index = numbering()
         parts = list(map(str.split, flat))
         self.n_chunks = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
         self.occ = np.fromiter(map(index.__getitem__, chain.from_iterable(parts)), dtype=np.int64,
@@ -165,13 +164,13 @@ class TurnBatch:
         own = len(index)
         said = [p for ts, ps in zip(self.turns, prev, strict=True)
                 for p in [*ps[:len(ts)], *[""] * (len(ts) - len(ps))]]  # one message per turn, "" for none
-        messages = {m: k for k, m in enumerate(dict.fromkeys(said))}  # a prompt that completions share, once
+        messages = numbering()  # a prompt that completions share, once
+        turn_said = np.fromiter(map(messages.__getitem__, said), dtype=np.int64, count=len(said))
         said_parts = list(map(str.split, messages))
         n_said = np.fromiter(map(len, said_parts), dtype=np.int64, count=len(said_parts))
         said_occ = np.fromiter(map(index.__getitem__, chain.from_iterable(said_parts)), dtype=np.int64,
                                count=int(n_said.sum()))
         said_in = np.repeat(np.arange(len(messages)), n_said)
-        turn_said = np.fromiter(map(messages.__getitem__, said), dtype=np.int64, count=len(said))
         keys = list(index)
         mine = keys[:own]  # what the style features measure; the other speaker's chunks only give words
 
@@ -185,11 +184,10 @@ class TurnBatch:
         self.k_emoticons = per_chunk(len(EMOTICON.findall(c)) if ":" in c or ";" in c else 0 for c in mine)
         self.k_cap_start = per_chunk((c[0].isupper() and not c.startswith("I") for c in mine), bool)
         self.k_alnum_end = per_chunk((c[-1].isalnum() for c in mine), bool)
-        lowered = {c: k for k, c in enumerate(dict.fromkeys(map(str.lower, mine)))}
-        self.k_lower = per_chunk(lowered[c.lower()] for c in mine)
+        self.k_lower = per_chunk(map(numbering().__getitem__, map(str.lower, mine)))
         self.k_words = list(map(words_of, keys))
         self.k_n_words = np.fromiter(map(len, self.k_words), dtype=np.int64, count=len(keys))
-        word_id = {w: i for i, w in enumerate(dict.fromkeys(chain.from_iterable(self.k_words)))}
+        word_id = numbering()
         self._k_word_ptr = np.concatenate([[0], np.cumsum(self.k_n_words)])
         self._k_word_ids = np.fromiter(map(word_id.__getitem__, chain.from_iterable(self.k_words)), dtype=np.int64,
                                        count=int(self._k_word_ptr[-1]))

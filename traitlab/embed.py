@@ -201,6 +201,15 @@ def load_static(dims: int = 256) -> StaticTable:
     return StaticTable.read(static_path(dims))
 
 
+def numbering() -> defaultdict[str, int]:
+    """A dict that gives each new key the next number, 0, 1, ..., where it is first looked up: mapping a
+    batch's items through its ``__getitem__`` numbers the distinct ones in one pass, and ``list()`` of it is
+    the distinct items in that order."""
+    index: defaultdict[str, int] = defaultdict()
+    index.default_factory = index.__len__
+    return index
+
+
 SPLIT_UNLIKE_BERT = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 """Characters Python's ``str.split`` breaks on but BERT's normaliser deletes (so they join words there)."""
 
@@ -232,8 +241,7 @@ def static_encode(model: StaticTable, texts: list[str], max_tokens: int) -> np.n
         row_ptr.append(len(chunks))
     if not chunks:
         return out
-    index: defaultdict[str, int] = defaultdict()
-    index.default_factory = index.__len__  # each distinct chunk numbered where it is first met
+    index = numbering()
     occ = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
     model.tokenizer.enable_truncation(max_tokens)  # a chunk's tokens past max_tokens can never count
     try:
