@@ -25,10 +25,11 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
   (emoji, symbols or a texting tag appended to every turn, turns cut short, punctuation dropped, typing slips, words
   in capitals, long appends, a turn repeated) applied to the negative training dialogues: an edited negative may not
   outscore its source by more than ``edit_margin`` unless it stays below the ``edit_ceiling`` quantile of the real
-  positives, so the real cues keep their weight (no hinge on the positives' own restyling) while no edit carries a
-  negative across. ``strict_edits`` (symbols appended), a cue of neither side, get no such allowance. Style
-  features that make such edits visible: the share of a turn's words the other speaker just said, one ending
-  shared by every turn, uniform turn lengths.
+  positives, so the real cues keep their weight (no hinge on the positives' own restyling), and never rise past
+  the ``edit_cap`` quantile of them from below it, so no edit carries a negative across. ``strict_edits``
+  (symbols appended), a cue of neither side, get no such allowance. Style features that make such edits
+  visible: the share of a turn's words the other speaker just said, one ending shared by every turn, uniform
+  turn lengths.
 - **invariant** (``invariant_edits``): restylings that say nothing of the side (punctuation dropped, words in
   capitals) are applied to labelled rows of *both* sides and trained on with the source's label, and the
   embedding reads the text with its punctuation deleted (``EncoderConfig.strip_punctuation``) and the heads
@@ -146,6 +147,12 @@ class RewardConfig(BaseModel):
                                "let composites reach 0.09)")
     edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
                                        "the real positives' logits (None: only the margin over its source)")
+    edit_cap: float | None = Field(0.25, description="an edited negative may not rise above this quantile of "
+                                   "the batch's positives unless its source already does, whatever edit_margin and "
+                                   "edit_ceiling allow (None: no cap). On HAL, side by side on one machine (seeds "
+                                   "0-2 x 5 held-out folds): 0.25 passed 12 of 15 audits (worst 0.06, no single-edit "
+                                   "failure) against 7 of 15 without a cap (worst 0.08, 2 failures), 0.5 passed 10; "
+                                   "grouped pairwise 0.973 against 0.974 (seeds 0-3)")
     strict_edits: list[str] = Field(default_factory=lambda: ["append_symbols"], description="bounded edits "
                                     "that are no cue of either side: drawn alone and held to their source + "
                                     "edit_margin, with no edit_ceiling allowance (symbols appended to every turn "
@@ -353,6 +360,23 @@ def ignored_columns(n_in: int, cfg: RewardConfig) -> list[int]:
     return [n_in - len(STYLE_FEATURES) + STYLE_FEATURES.index(n) for n in cfg.ignore_style]
 
 
+def edit_allowance(base: Any, strict: Any, positives: Any, cfg: RewardConfig) -> Any:
+    """The logit each edited copy may reach before its hinge bites: its source's ``base`` + edit_margin; a
+    bounded (not ``strict``) edit at least the edit_ceiling quantile of the batch's ``positives`` (below the
+    positives' low end is no exploit); with edit_cap, at most that quantile of them unless the source is
+    already above it (an edit carries no negative across)."""
+    import torch
+
+    allowed = base + cfg.edit_margin
+    if not len(positives):
+        return allowed
+    if cfg.edit_ceiling is not None:
+        allowed = torch.where(strict, allowed, torch.maximum(allowed, torch.quantile(positives, cfg.edit_ceiling)))
+    if cfg.edit_cap is not None:
+        allowed = torch.minimum(allowed, torch.maximum(base, torch.quantile(positives, cfg.edit_cap)))
+    return allowed
+
+
 def fidelity_loss(logit: Any, agg: Any, ok: Any, labelled: Any, cfg: RewardConfig) -> Any:
     """gamma x the mean squared gap to the judge's aggregate over labelled rows + gamma_unlabelled x the same
     over unlabelled ones: one mean per part, so neither weight depends on how a batch mixes the two."""
@@ -367,8 +391,8 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
                scalar: Any = None) -> Any:
     """Joint fit of one ``TraitHead`` on minibatches: masked trait MSE (standardised) + beta x label log-loss +
     the fidelity terms (:func:`fidelity_loss`) + edit_weight x the edit hinges
-    (a bounded edit: above max(source + edit_margin, the edit_ceiling quantile of the batch's positives); a
-    strict one: above source + edit_margin; a degenerate one: above the batch's 2nd percentile) +
+    (a bounded or strict edit: above :func:`edit_allowance`; a degenerate one: above the batch's 2nd
+    percentile) +
     invariant_weight x the label log-loss of the invariant copies. ``scalar``: a trait -> logit layer to use as
     is (only the trunk is fitted)."""
     import torch
@@ -425,11 +449,7 @@ def fit_member(X: np.ndarray, targets: np.ndarray, labels: np.ndarray, cfg: Rewa
             with torch.no_grad():  # the sources' current scores, and the low end of the real ones
                 _, _, base = head.standardised(x[src[pick]])
                 low = torch.quantile(logit[labelled], 0.02) if labelled.any() else base.min()
-                allowed = base + cfg.edit_margin
-                positive = labelled & (y_all[rows] == 1)
-                if cfg.edit_ceiling is not None and positive.any():  # below the positives' low end is no exploit
-                    ceiling = torch.maximum(allowed, torch.quantile(logit[positive], cfg.edit_ceiling))
-                    allowed = torch.where(kind[pick] == STRICT, allowed, ceiling)  # strict: no allowance
+                allowed = edit_allowance(base, kind[pick] == STRICT, logit[labelled & (y_all[rows] == 1)], cfg)
             bounded = torch.relu(le - allowed)
             floor = torch.relu(le - low)
             hinged = kind[pick] != INVARIANT

@@ -28,6 +28,7 @@ from traitlab.judges.reward import (
     _aggregate_logits,
     _params,
     distill,
+    edit_allowance,
     fidelity_loss,
     file_sha256,
     fit_member,
@@ -761,6 +762,20 @@ def test_fidelity_weights_do_not_depend_on_the_batch_mix():
     assert fidelity_loss(logit, agg, ok, labelled, cfg).item() == pytest.approx(alone.item())
     both = fidelity_loss(logit, agg, ok, labelled, RewardConfig(gamma=0.5, gamma_unlabelled=0.1))
     assert both.item() == pytest.approx(alone.item() + 0.1 * 25)
+
+
+def test_edit_allowance_margin_ceiling_and_cap():
+    import torch
+
+    positives = torch.arange(0.0, 11.0)  # quantiles: q25 = 2.5, q50 = 5.0
+    base = torch.tensor([-4.0, 2.0, 4.5, 6.0, 2.0])
+    strict = torch.tensor([False, False, False, False, True])
+    cfg = RewardConfig(edit_margin=1.0, edit_ceiling=0.25, edit_cap=None)
+    # source + margin, at least the positives' low end for bounded edits; strict ones get no allowance
+    assert edit_allowance(base, strict, positives, cfg).tolist() == [2.5, 3.0, 5.5, 7.0, 3.0]
+    capped = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.5}))
+    assert capped.tolist() == [2.5, 3.0, 5.0, 6.0, 3.0]  # never across the median positive from below it
+    assert edit_allowance(base, strict, positives[:0], cfg).tolist() == (base + 1.0).tolist()  # no positives
 
 
 def test_gamma_unlabelled_makes_the_scalar_follow_the_judge_where_no_label_is(hal_small):
