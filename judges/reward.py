@@ -152,7 +152,9 @@ class RewardConfig(BaseModel):
                                    "edit_ceiling allow (None: no cap). On HAL, side by side on one machine (seeds "
                                    "0-2 x 5 held-out folds): 0.25 passed 12 of 15 audits (worst 0.06, no single-edit "
                                    "failure) against 7 of 15 without a cap (worst 0.08, 2 failures), 0.5 passed 10; "
-                                   "grouped pairwise 0.973 against 0.974 (seeds 0-3)")
+                                   "grouped pairwise 0.973 against 0.974 (seeds 0-3). At edit_ceiling's quantile, "
+                                   "a bounded edit may reach max(source, that quantile), so edit_margin then bounds "
+                                   "only strict edits below it")
     strict_edits: list[str] = Field(default_factory=lambda: ["append_symbols"], description="bounded edits "
                                     "that are no cue of either side: drawn alone and held to their source + "
                                     "edit_margin, with no edit_ceiling allowance (symbols appended to every turn "

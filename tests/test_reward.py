@@ -775,6 +775,8 @@ def test_edit_allowance_margin_ceiling_and_cap():
     assert edit_allowance(base, strict, positives, cfg).tolist() == [2.5, 3.0, 5.5, 7.0, 3.0]
     capped = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.5}))
     assert capped.tolist() == [2.5, 3.0, 5.0, 6.0, 3.0]  # never across the median positive from below it
+    shipped = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.25}))
+    assert shipped.tolist() == [2.5, 2.5, 4.5, 6.0, 2.5]  # cap = ceiling: max(source, q25) for bounded ones
     assert edit_allowance(base, strict, positives[:0], cfg).tolist() == (base + 1.0).tolist()  # no positives
 
 
