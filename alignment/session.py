@@ -157,6 +157,8 @@ class AlignSession:
             marker.write_text(json.dumps({"run_id": run_id}))
             if (ts := getattr(self.reward, "trait_set", None)) is not None:  # the report shows trait texts
                 self.store.put_artifact(run_id, "reward_trait_set", {**ts.model_dump(mode="json"), "hash": ts.hash})
+            if (audited := getattr(self.reward, "audit", None)) is not None:  # the report shows this reward's own
+                self.store.put_artifact(run_id, "reward_audit", audited.model_dump(mode="json"))
             if resume_id is not None:
                 self.log, self.flags = self._stored(run_id, "monitor_log"), self._stored(run_id, "flags")
         self.run_id = broadcast_object_list([run_id])[0] if state.num_processes > 1 else run_id

@@ -20,7 +20,9 @@ game / persona (every figure from heads that never saw the row's group):
   strings than the training edits of ``traitlab.judges.reward_edits``).
 
 Fidelity ceiling: how well GPT-5's aggregate can be predicted at all on held-out games: by the true label,
-by the other judges' aggregates of their own ratings, by ridge regressions from the reward's features.
+by the other judges' aggregates of their own ratings, by ridge regressions from the reward's features; and what
+a reward that never errs on the side reaches when each side is ordered by one of those (the true label plus
+it), beside the agreement within each side that a given fidelity needs.
 
 Cost: ``LocalReward.score`` end to end (features, heads, gate) on 1,000 and 4,000 dialogues, marginal
 dialogues/s between them, on every staged dialogue once (4,000 repeats some, and a batch measures a repeated
@@ -48,20 +50,18 @@ from scipy.stats import spearmanr
 import traitlab  # noqa: F401  (offline knobs first)
 from traitlab.embed import EncoderConfig
 from traitlab.judges import reward_features
-from traitlab.judges.aggregate import fit_calibration, fit_linear
+from traitlab.judges.aggregate import fit_linear
 from traitlab.judges.reward import (
-    LocalReward,
     RewardConfig,
     cross_val_predict,
-    fit_gate,
+    fold_reward,
     heldout_metrics,
-    predict_params,
     training_set,
     with_edits,
 )
 from traitlab.judges.reward_edits import with_target_turns
 from traitlab.judges.reward_features import features
-from traitlab.presets.hal.reward import CONTRAST, doctor_transfer, inputs
+from traitlab.presets.hal.reward import CONTRAST, TURING_JUDGE, doctor_transfer, inputs
 from traitlab.stats import partial_spearman
 from traitlab.types import Dialogue
 
@@ -151,13 +151,8 @@ def variants(data_dir: Path, cache: Path, encoders: list[str], base: RewardConfi
                 name = f"{enc_name}, {'edits trained out' if augment else 'no edits'}, {'gate' if gate else 'no gate'}"
                 shares, doc_scores = {}, np.zeros(len(doc))
                 oof_score = np.zeros(len(data.dialogues))
-                for k, p in enumerate(oof["params"]):
-                    train = fold != k
-                    cal = fit_calibration(oof["logits"][lab & train], data.labels[lab & train].astype(int), "platt")
-                    p = p | {"calibration": np.array([cal.a, cal.b], dtype=np.float32)}
-                    sub = _subset(data, train)
-                    g = fit_gate(sub, predict_params(p, X[train & lab])[1], cfg.model_copy(update={"gate": gate}))
-                    r = LocalReward(data.trait_set, cfg, p, gate=g)
+                for k in range(len(oof["params"])):
+                    r = fold_reward(X, data, cfg.model_copy(update={"gate": gate}), oof, k)
                     test = np.flatnonzero(fold == k)
                     oof_score[test] = r.score_features(X[test], [data.dialogues[i] for i in test])[1]
                     doc_scores += r.score_features(XD, doc)[1] / len(oof["params"])
@@ -230,17 +225,19 @@ def fidelity(data_dir: Path, cache: Path, encoders: list[str]) -> None:
     by_judge: dict[str, dict[str, dict[str, float]]] = {}
     for r in load_ratings(files(data_dir)["turing_ratings"]):
         by_judge.setdefault(r.judge, {})[r.dialogue_id] = r.ratings
-    others = []
+    others = {}
     for judge, rated in by_judge.items():
-        if judge != "gpt-5" and all(d.id in rated and set(ids) <= set(rated[d.id]) for d in ds):
-            others.append(cross_agg(np.array([[rated[d.id][t] for t in ids] for d in ds], float)))
-            print(f"  {judge}'s aggregate of its own ratings vs GPT-5's: Spearman {spearmanr(others[-1], agg)[0]:.3f}")
+        if judge != TURING_JUDGE and all(d.id in rated and set(ids) <= set(rated[d.id]) for d in ds):
+            s = others[f"{judge}'s aggregate"] = cross_agg(np.array([[rated[d.id][t] for t in ids] for d in ds]))
+            print(f"  {judge}'s aggregate of its own ratings vs GPT-5's: Spearman {spearmanr(s, agg)[0]:.3f}")
     if others:
         print(f"  mean of those {len(others)} judges' aggregates vs GPT-5's: Spearman "
-              f"{spearmanr(np.mean(others, 0), agg)[0]:.3f}")
+              f"{spearmanr(np.mean(list(others.values()), 0), agg)[0]:.3f}")
+    within = {}  # a source of order within each side -> its out-of-fold scores
     for enc_name in encoders:
         X = _features("fidelity", ds, ENCODERS[enc_name], cache)
         Xs = (X - X.mean(0)) / (X.std(0) + 1e-6)
+        best = -1.0
         for alpha in (10, 100, 1000):
             direct, logit = np.zeros(len(rows)), np.zeros(len(rows))
             for k in range(5):
@@ -251,14 +248,43 @@ def fidelity(data_dir: Path, cache: Path, encoders: list[str]) -> None:
             print(f"  [{enc_name}] ridge (alpha {alpha:>4}) from the features to GPT-5's aggregate: Spearman "
                   f"{spearmanr(direct, agg)[0]:.3f} (pairwise {pw(direct):.3f}); logistic on the labels: "
                   f"{spearmanr(logit, agg)[0]:.3f} (pairwise {pw(logit):.3f})")
+            if spearmanr(direct, agg)[0] > best:
+                best, within[f"[{enc_name}] best ridge"] = spearmanr(direct, agg)[0], direct
     print("  (a ridge to the aggregate equals predicting the 32 traits by ridge and aggregating them: the aggregate "
           "is linear in the traits)")
+    within |= others
+    if others:
+        within[f"mean of the {len(others)} other judges"] = np.mean(list(others.values()), 0)
+    oracle_bound(y, agg, within, pw)
 
 
-def _subset(data, mask: np.ndarray):
-    return data.model_copy(update={"dialogues": [d for d, m in zip(data.dialogues, mask, strict=True) if m],
-                                   "targets": data.targets[mask], "labels": data.labels[mask],
-                                   "groups": [g for g, m in zip(data.groups, mask, strict=True) if m]})
+def _with_label(y: np.ndarray, s: np.ndarray, agg: np.ndarray) -> tuple[float, float]:
+    """Fidelity and pairwise of the *true* label plus ``s`` (standardised), at the label weight that serves
+    fidelity best: what a reward that never errs on the side and orders each side as ``s`` does would reach."""
+    z = (s - s.mean()) / s.std()
+    return max((spearmanr(c * y + z, agg)[0], c) for c in (0.5, 1, 2, 4, 8))
+
+
+def oracle_bound(y: np.ndarray, agg: np.ndarray, within: dict[str, np.ndarray], pw) -> None:
+    """How far fidelity can go for a reward that must also discriminate: the label alone reaches only its own
+    Spearman with the aggregate, so the rest has to come from ordering each side as GPT-5 does. Prints, for
+    each source of that order, its Spearman with the aggregate within each side and the fidelity of the true
+    label plus it; then the within-side agreement that a perfect discriminator needs for a given fidelity."""
+    print("== fidelity a perfect discriminator could reach (true label + order within each side) ==")
+    print(f"  {'order within each side from':<36}{'within human':>13}{'within AI':>10}{'label + it':>11}"
+          f"{'its pairwise':>13}")
+    for name, s in within.items():
+        rho = [spearmanr(s[y == c], agg[y == c])[0] for c in (1, 0)]
+        print(f"  {name:<36}{rho[0]:>13.3f}{rho[1]:>10.3f}{_with_label(y, s, agg)[0]:>11.3f}{pw(s):>13.3f}")
+    rng = np.random.default_rng(0)
+    needed = []
+    for r in (0.4, 0.5, 0.6, 0.7, 0.8):  # a synthetic order agreeing with the aggregate at r within each side
+        s = np.zeros(len(y))
+        for c in (0, 1):
+            a = agg[y == c]
+            s[y == c] = r * (a - a.mean()) / a.std() + np.sqrt(1 - r * r) * rng.standard_normal(len(a))
+        needed.append(f"{r:.1f} -> {_with_label(y, s, agg)[0]:.3f}")
+    print(f"  within-side agreement r (synthetic) -> fidelity with the true label: {', '.join(needed)}")
 
 
 def _quick_reward(kind: str, data_dir: Path, out: Path) -> Path:

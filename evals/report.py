@@ -209,6 +209,7 @@ class AuditRow(BaseModel):
     kind: str
     shift_sd: float | None = None
     share_above: float | None = None
+    share_interval: tuple[float, float] | None = None
     mean_score: float | None = None
     passed: bool | None = None
 
@@ -220,6 +221,8 @@ class AuditView(BaseModel):
     threshold: float | None = None
     rows: list[AuditRow] = Field(default_factory=list)
     worst: str = ""
+    folds: int = 1
+    n_negative: int | None = None
 
 
 class ReportData(BaseModel):
@@ -549,8 +552,11 @@ def _audit(store: Store, run_ids: Sequence[str]) -> AuditView | None:
             return None
         ops = r.get("operators") or r.get("operator") or []
         name = r.get("edit") or ("+".join(map(str, ops)) if isinstance(ops, list) else str(ops)) or "?"
+        interval = r.get("share_interval")
         return AuditRow(edit=str(name), kind=kind, shift_sd=_num(r.get("shift_sd", r.get("mean_shift_sd"))),
                         share_above=_num(r.get("share_above", r.get("share_above_median_positive"))),
+                        share_interval=(_num(interval[0]), _num(interval[1]))
+                        if isinstance(interval, list | tuple) and len(interval) == 2 else None,
                         mean_score=_num(r.get("mean_score")),
                         passed=r.get("passed") if isinstance(r.get("passed"), bool) else None)
 
@@ -561,7 +567,9 @@ def _audit(store: Store, run_ids: Sequence[str]) -> AuditView | None:
     return AuditView(run_id=run_id, reward=str(a.get("reward", "")),
                      passed=a.get("passed") if isinstance(a.get("passed"), bool) else None,
                      threshold=_num(a.get("threshold")), rows=rows_,
-                     worst=str(worst.get("edit", "")) if isinstance(worst, dict) else str(worst or ""))
+                     worst=str(worst.get("edit", "")) if isinstance(worst, dict) else str(worst or ""),
+                     folds=a.get("folds") if isinstance(a.get("folds"), int) else 1,
+                     n_negative=a.get("n_negative") if isinstance(a.get("n_negative"), int) else None)
 
 
 def _audit_flags(audit: AuditView | None) -> list[FlagView]:
@@ -959,12 +967,19 @@ def _aggregator_section(a: AggregatorView, T: _Traits) -> Markup:
 def _audit_section(a: AuditView) -> Markup:
     verdict = ("passed" if a.passed else "FAILED") if a.passed is not None else "no verdict"
     rows = sorted(a.rows, key=lambda r: -(r.share_above or 0.0))
+    held = (f"; held out: {a.n_negative or 'the'} negatives over {a.folds} folds, each scored by the reward that did "
+            "not train on it, against its fold's median positive" if a.folds > 1 else "")
+
+    def share(r: AuditRow) -> str:
+        lo, hi = r.share_interval or (None, None)
+        return _pct(r.share_above) + (f" [{_pct(lo)}, {_pct(hi)}]" if lo is not None and hi is not None else "")
+
     return el("section", el("h2", "Reward audit ", el("code", a.run_id)),
               el("p", el("span", verdict, class_="ok" if a.passed else "flag"),
                  f": {a.reward or 'reward'}; threshold {_f(a.threshold)} (share of edited negatives above the median "
-                 "positive)", f"; worst edit {a.worst}" if a.worst else ""),
+                 "positive, with its 95% interval)", held, f"; worst edit {a.worst}" if a.worst else ""),
               table(["edit", "kind", "shift (SD)", "share above median positive", "mean score", "passed"],
-                    [[r.edit, r.kind, _f(r.shift_sd), _pct(r.share_above), _f(r.mean_score),
+                    [[r.edit, r.kind, _f(r.shift_sd), share(r), _f(r.mean_score),
                       el("span", "yes" if r.passed else "no", class_="ok" if r.passed else "flag")
                       if r.passed is not None else "–"] for r in rows]))
 

@@ -8,7 +8,10 @@ appends, keyboard mash, case and punctuation changes, texting words, typos...), 
 dialogues with the reward, and searches compositions of up to ``max_depth`` operators (a beam search) for
 the edit that pushes the most negatives above the median positive. The :class:`AuditReport` says, per edit,
 how far it moves the score (in SDs of the real scores) and the share of negatives it pushes above the median
-positive, and whether the worst edit stays under ``threshold`` (pass/fail, for CI).
+positive (with its 95% Wilson interval), and whether the worst edit stays under ``threshold`` (pass/fail,
+for CI). A reward audited on the dialogues it trained on is flattered; :func:`audit_folds` audits a cross-fit
+instead (each fold's reward on the dialogues it never saw, counts pooled), which is what ``distill`` keeps
+with every reward it makes.
 
 Operators live in a registry; a project adds its own with the decorator::
 
@@ -44,6 +47,7 @@ from traitlab.contrast import Contrast
 from traitlab.embed import PUNCTUATION_DELETED, encoder_words
 from traitlab.judges.reward_features import previous_messages
 from traitlab.registry import Registry, Reward, as_reward
+from traitlab.stats import wilson
 from traitlab.types import Dialogue, Message
 
 
@@ -332,6 +336,9 @@ class EditResult(BaseModel):
     mean_score: float = Field(description="mean score of the edited negatives")
     shift_sd: float = Field(description="mean score change of the negatives, in SDs of the real scores")
     share_above: float = Field(description="share of edited negatives scoring above the median positive")
+    share_interval: tuple[float, float] = Field((0.0, 1.0), description="95% Wilson interval of share_above (with "
+                                                "~90 negatives, 5 above is 0.06 [0.03, 0.13]: not shown to exceed "
+                                                "a 0.05 threshold, nor to stay under it)")
     max_score: float
     non_finite: int = Field(0, description="edited negatives whose score is NaN or infinite")
     detected_by: list[str] = Field(default_factory=list, description="degeneracy detectors this edit trips")
@@ -356,6 +363,10 @@ class AuditReport(BaseModel):
     worst: EditResult
     passed: bool
     n_scored: int = Field(description="edited dialogues the reward scored (identical edits are scored once)")
+    folds: int = Field(1, description="rewards of a cross-fit pooled (audit_folds): each fold's negatives scored by "
+                                      "the reward that did not train on them, against that fold's median positive")
+    fold_worst: list[EditResult] = Field(default_factory=list, description="each fold's worst edit as its own "
+                                         "search found it, on its own dialogues")
 
     def table(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows for printing: single edits then composites, worst first."""
@@ -401,6 +412,107 @@ class _Scorer:
 Labels = Contrast | Sequence[str] | Mapping[str, str]
 
 
+@dataclass
+class _Measured:
+    """One edit on one part: negatives above the part's median positive, the finite edited scores, the sum of
+    their changes in the part's SDs, the detectors tripped."""
+
+    above: int
+    n: int
+    scores: np.ndarray
+    shift: float
+    non_finite: int
+    detected: list[str]
+
+
+class _Part:
+    """One reward on one set of labelled dialogues (all of them, or one fold held out from its training): the
+    real scores, and every edit measured on its negatives (each scored once)."""
+
+    def __init__(self, reward: Reward, dialogues: Sequence[Dialogue], pos: str, neg: str, seed: int, where: str):
+        positives = [d for d in dialogues if d.label == pos]
+        self.negatives = [d for d in dialogues if d.label == neg]
+        if not positives or not self.negatives:
+            found = sorted({str(d.label) for d in dialogues})
+            raise ValueError(f"an audit needs dialogues labelled {pos!r} (positive) and {neg!r} (negative){where}; "
+                             f"found {len(positives)} and {len(self.negatives)} (labels in the data: "
+                             f"{', '.join(found)})")
+        self.scorer, self.seed = _Scorer(reward), seed
+        self.real_pos = self.scorer([(d, tuple(d.target_turns)) for d in positives])
+        self.real_neg = self.scorer([(d, tuple(d.target_turns)) for d in self.negatives])
+        real = np.concatenate([self.real_pos, self.real_neg])
+        if not np.isfinite(real).all():
+            raise ValueError(f"the reward gives {int((~np.isfinite(real)).sum())} unedited dialogues a non-finite "
+                             f"score{where}")
+        self.median = float(np.median(self.real_pos))
+        self.sd = float(real.std(ddof=1)) if real.size > 1 else 0.0
+        self.base_turns = [d.target_turns for d in self.negatives]
+        self.signatures = {hash(tuple(tuple(t) for t in self.base_turns))}  # a composition that changes nothing
+        self.measured: dict[tuple[str, ...], _Measured] = {}
+
+    def measure(self, ops: tuple[str, ...], *, new_texts_only: bool = False) -> _Measured | None:
+        """The edit ``ops`` on this part's negatives; ``new_texts_only``: None for a composition that gives the
+        texts of an edit already measured (e.g. anything, then "empty"), which a search need not extend."""
+        if ops in self.measured:
+            return self.measured[ops]
+        edited = [tuple(edit_turns(d, ops, self.seed)) for d in self.negatives]
+        sig = hash(tuple(edited))
+        if new_texts_only and sig in self.signatures and len(ops) > 1:
+            return None
+        self.signatures.add(sig)
+        s = self.scorer(list(zip(self.negatives, edited, strict=True)))
+        ok = np.isfinite(s)
+        m = _Measured(above=int(np.sum(np.where(ok, s, -np.inf) > self.median)), n=len(s), scores=s[ok],
+                      shift=float((s[ok] - self.real_neg[ok]).sum() / self.sd) if self.sd > 0 else math.nan,
+                      non_finite=int((~ok).sum()),
+                      detected=[g.detector for g in degenerate_signals(self.base_turns, [list(e) for e in edited])])
+        self.measured[ops] = m
+        return m
+
+
+def _result(ops: tuple[str, ...], parts: Sequence[_Measured], threshold: float) -> EditResult:
+    """An edit's figures over the parts it was measured on: counts pooled, each part against its own median."""
+    above, n = sum(m.above for m in parts), sum(m.n for m in parts)
+    finite = sum(len(m.scores) for m in parts)
+    detected = {d for m in parts for d in m.detected}
+    return EditResult(
+        edit="+".join(ops), operators=list(ops), description="; then ".join(describe(o) for o in ops),
+        mean_score=float(sum(m.scores.sum() for m in parts) / finite) if finite else math.nan,
+        shift_sd=float(sum(m.shift for m in parts) / finite) if finite else math.nan,
+        share_above=above / n, share_interval=wilson(above, n),
+        max_score=float(max(m.scores.max() for m in parts if len(m.scores))) if finite else math.nan,
+        non_finite=sum(m.non_finite for m in parts), detected_by=[d for d in DETECTORS if d in detected],
+        passed=above / n <= threshold and all(m.non_finite == 0 for m in parts))
+
+
+def _key(r: EditResult) -> tuple[float, int, float]:
+    """Worse first: a larger share above, more non-finite scores, a larger shift."""
+    return (r.share_above, r.non_finite, -math.inf if math.isnan(r.shift_sd) else r.shift_sd)
+
+
+def _search(part: _Part, names: Sequence[str], max_depth: int, beam: int, threshold: float
+            ) -> dict[tuple[str, ...], EditResult]:
+    """Every operator alone, then a beam search of compositions of distinct operators; what it measured."""
+    results: dict[tuple[str, ...], EditResult] = {}
+
+    def evaluate(ops: tuple[str, ...]) -> EditResult | None:
+        m = part.measure(ops, new_texts_only=True)
+        if m is None:
+            return None
+        results[ops] = _result(ops, [m], threshold)
+        return results[ops]
+
+    singles = [r for op in names if (r := evaluate((op,))) is not None]
+    frontier = sorted(singles, key=_key, reverse=True)[:beam]
+    for _ in range(2, max_depth + 1):
+        grown = [r for f in frontier for op in names if op not in f.operators
+                 if (ops := (*f.operators, op)) not in results and (r := evaluate(ops)) is not None]
+        if not grown:
+            break
+        frontier = sorted(grown, key=_key, reverse=True)[:beam]
+    return results
+
+
 def audit(reward: Reward, dialogues: Sequence[Dialogue], contrast_or_labels: Labels, *,
           operators: Sequence[str] | None = None, max_depth: int = 3, threshold: float = 0.05, seed: int = 0,
           beam: int = 3, top: int = 5, name: str | None = None) -> AuditReport:
@@ -412,72 +524,54 @@ def audit(reward: Reward, dialogues: Sequence[Dialogue], contrast_or_labels: Lab
     share above the median positive (ties: the larger shift). The reward fails when any edit pushes more
     than ``threshold`` of the negatives above the median positive, or returns a non-finite score.
     """
-    reward = as_reward(reward)
-    pos, neg, contrast = _labels(contrast_or_labels)
+    return audit_folds([(reward, dialogues)], contrast_or_labels, operators=operators, max_depth=max_depth,
+                       threshold=threshold, seed=seed, beam=beam, top=top, name=name)
+
+
+def audit_folds(folds: Sequence[tuple[Reward, Sequence[Dialogue]]], contrast_or_labels: Labels, *,
+                operators: Sequence[str] | None = None, max_depth: int = 3, threshold: float = 0.05, seed: int = 0,
+                beam: int = 3, top: int = 5, name: str | None = None) -> AuditReport:
+    """The audit of a cross-fit: each fold is a reward and the labelled dialogues it never trained on.
+
+    A reward is audited on what it trained on only at the risk of flattering it; a fold's held-out dialogues
+    are few (on HAL ~86 negatives, where 5 above the median is 0.06 [0.03, 0.13]) and the search picks its
+    worst composition on the very dialogues it reports. So the search runs in every fold, and then every
+    operator and every composition a fold's search ranked among its ``top`` (or found failing) is measured in
+    all folds: its share pools the folds' counts, each fold's negatives against that fold's median positive,
+    so every negative is scored by a reward that never saw it. ``fold_worst`` keeps each fold's own worst. With
+    one fold this is :func:`audit`.
+    """
+    if not folds:
+        raise ValueError("audit_folds needs at least one (reward, dialogues) fold")
     if max_depth < 1 or beam < 1 or not 0 <= threshold <= 1:
         raise ValueError(f"max_depth and beam must be >= 1 and threshold in [0, 1] (got {max_depth}, {beam}, "
                          f"{threshold})")
-    positives = [d for d in dialogues if d.label == pos]
-    negatives = [d for d in dialogues if d.label == neg]
-    if not positives or not negatives:
-        found = sorted({str(d.label) for d in dialogues})
-        raise ValueError(f"an audit needs dialogues labelled {pos!r} (positive) and {neg!r} (negative); "
-                         f"found {len(positives)} and {len(negatives)} (labels in the data: {', '.join(found)})")
+    pos, neg, contrast = _labels(contrast_or_labels)
     names = list(edit_operators.names() if operators is None else operators)
     for op in names:
         edit_operators.factory(op)  # an unknown name fails before any scoring
-    scorer = _Scorer(reward)
-    real_pos = scorer([(d, tuple(d.target_turns)) for d in positives])
-    real_neg = scorer([(d, tuple(d.target_turns)) for d in negatives])
+    parts = [_Part(as_reward(r), ds, pos, neg, seed, f" in fold {k}" if len(folds) > 1 else "")
+             for k, (r, ds) in enumerate(folds)]
+    searched = [_search(p, names, max_depth, beam, threshold) for p in parts]
+    found: dict[tuple[str, ...], None] = {}
+    for results in searched:
+        composites = sorted((r for ops, r in results.items() if len(ops) > 1), key=_key, reverse=True)
+        found.update(dict.fromkeys(tuple(r.operators) for r in composites[:top]))
+        found.update(dict.fromkeys(tuple(r.operators) for r in composites if not r.passed))
+    pooled = {ops: _result(ops, [p.measure(ops) for p in parts], threshold)
+              for ops in [*((op,) for op in names), *found]}
+    edits = sorted((pooled[(op,)] for op in names), key=_key, reverse=True)
+    composites = sorted((r for ops, r in pooled.items() if len(ops) > 1), key=_key, reverse=True)[:top]
+    real_pos = np.concatenate([p.real_pos for p in parts])
+    real_neg = np.concatenate([p.real_neg for p in parts])
     real = np.concatenate([real_pos, real_neg])
-    if not np.isfinite(real).all():
-        raise ValueError(f"the reward gives {int((~np.isfinite(real)).sum())} unedited dialogues a non-finite score")
-    median = float(np.median(real_pos))
-    sd = float(real.std(ddof=1)) if real.size > 1 else 0.0
-    base_turns = [d.target_turns for d in negatives]
-    results: dict[tuple[str, ...], EditResult] = {}
-    signatures: set[int] = set()
-
-    def evaluate(ops: tuple[str, ...]) -> EditResult | None:
-        edited = [tuple(edit_turns(d, ops, seed)) for d in negatives]
-        sig = hash(tuple(edited))
-        if sig in signatures and len(ops) > 1:  # a composition giving the texts of an edit already measured
-            return None  # (e.g. anything, then "empty")
-        signatures.add(sig)
-        s = scorer(list(zip(negatives, edited, strict=True)))
-        ok = np.isfinite(s)
-        delta = s[ok] - real_neg[ok]
-        share = float(np.mean(np.where(ok, s, -np.inf) > median))
-        res = EditResult(
-            edit="+".join(ops), operators=list(ops), description="; then ".join(describe(o) for o in ops),
-            mean_score=float(s[ok].mean()) if ok.any() else math.nan,
-            shift_sd=float(delta.mean() / sd) if ok.any() and sd > 0 else math.nan,
-            share_above=share, max_score=float(s[ok].max()) if ok.any() else math.nan,
-            non_finite=int((~ok).sum()),
-            detected_by=[g.detector for g in degenerate_signals(base_turns, [list(e) for e in edited])],
-            passed=share <= threshold and bool(ok.all()))
-        results[ops] = res
-        return res
-
-    def key(r: EditResult) -> tuple[float, int, float]:
-        return (r.share_above, r.non_finite, -math.inf if math.isnan(r.shift_sd) else r.shift_sd)
-
-    signatures.add(hash(tuple(tuple(t) for t in base_turns)))  # a composition that changes nothing
-    singles = [r for op in names if (r := evaluate((op,))) is not None]
-    frontier = sorted(singles, key=key, reverse=True)[:beam]
-    for _ in range(2, max_depth + 1):
-        grown = [r for f in frontier for op in names if op not in f.operators
-                 if (ops := (*f.operators, op)) not in results and (r := evaluate(ops)) is not None]
-        if not grown:
-            break
-        frontier = sorted(grown, key=key, reverse=True)[:beam]
-    composites = sorted((r for ops, r in results.items() if len(ops) > 1), key=key, reverse=True)[:top]
-    edits = sorted(singles, key=key, reverse=True)
-    worst = max(results.values(), key=key)
+    unedited = sum(int(np.sum(p.real_neg > p.median)) for p in parts)
     return AuditReport(
-        reward=name or type(reward).__name__, contrast=contrast, n_positive=len(positives),
-        n_negative=len(negatives), seed=seed, max_depth=max_depth, beam=beam, threshold=threshold,
+        reward=name or type(folds[0][0]).__name__, contrast=contrast, n_positive=len(real_pos),
+        n_negative=len(real_neg), seed=seed, max_depth=max_depth, beam=beam, threshold=threshold,
         real={"mean_positive": float(real_pos.mean()), "mean_negative": float(real_neg.mean()),
-              "median_positive": median, "sd": sd, "share_above": float(np.mean(real_neg > median))},
-        edits=edits, composites=composites, worst=worst,
-        passed=all(r.passed for r in results.values()), n_scored=scorer.n)
+              "median_positive": float(np.median(real_pos)),
+              "sd": float(real.std(ddof=1)) if real.size > 1 else 0.0, "share_above": unedited / len(real_neg)},
+        edits=edits, composites=composites, worst=max(pooled.values(), key=_key),
+        passed=all(r.passed for r in pooled.values()), n_scored=sum(p.scorer.n for p in parts), folds=len(parts),
+        fold_worst=[max(results.values(), key=_key) for results in searched])

@@ -98,8 +98,9 @@ def register_audit(reward_app: typer.Typer) -> None:
             st.put_artifact(run_id, "reward_audit", report.model_dump(mode="json"))
             st.finish_run(run_id, summary=summary)
         verdict = "PASS" if report.passed else "FAIL"
-        console.print(f"{verdict}: worst edit {w.edit!r} pushes {w.share_above:.0%} of the negatives above the "
-                      f"median positive (threshold {threshold:.0%}); run {run_id}"
+        lo, hi = w.share_interval
+        console.print(f"{verdict}: worst edit {w.edit!r} pushes {w.share_above:.0%} (95% CI {lo:.0%}-{hi:.0%}) of "
+                      f"the negatives above the median positive (threshold {threshold:.0%}); run {run_id}"
                       + (f", report -> {out}" if out else ""))
         if not report.passed:
             raise typer.Exit(1)

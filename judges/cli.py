@@ -205,6 +205,8 @@ def _register_reward(app: typer.Typer) -> None:
         augment: Annotated[bool, typer.Option(
             help="train the cheap edits that lift negatives out (RewardConfig.edits)")] = True,
         gate: Annotated[bool, typer.Option(help="validity gate for degenerate input")] = True,
+        audit: Annotated[bool, typer.Option(
+            help="red-team each fold's reward on the dialogues it did not train on; kept as audit.json")] = True,
         seed: Annotated[int, typer.Option(help="training and fold seed")] = 0,
     ) -> None:
         """Distil an LLM judge's ratings and the dialogues' labels into a local reward (no LLM call at scoring)."""
@@ -212,7 +214,7 @@ def _register_reward(app: typer.Typer) -> None:
         from traitlab.judges.reward import RewardConfig, distill_files
 
         cfg = RewardConfig(encoder=RewardConfig().encoder.model_copy(update={"kind": encoder}), augment=augment,
-                           gate=gate, seed=seed)
+                           gate=gate, audit=audit, seed=seed)
         try:
             if preset is not None:
                 if data is None or dialogues or ratings or traits:
@@ -241,6 +243,12 @@ def _register_reward(app: typer.Typer) -> None:
         typer.echo(f"saved {out}: held-out pairwise accuracy {held['pairwise_accuracy']:.3f}, "
                    f"ECE {held['ece']:.3f}, mean trait Spearman {held['trait_spearman_mean']:.3f}"
                    + (f", fidelity to the judge's aggregate {fid:.3f}" if fid is not None else ""))
+        if reward.audit is not None:
+            a, w = reward.audit, reward.audit.worst
+            typer.echo(f"held-out audit over {a.folds} folds ({a.n_negative} negatives, each scored by the reward that "
+                       f"did not train on it): {'PASS' if a.passed else 'FAIL'}, worst edit {w.edit!r} pushes "
+                       f"{w.share_above:.1%} (95% CI {w.share_interval[0]:.1%}-{w.share_interval[1]:.1%}) above the "
+                       f"median positive (threshold {a.threshold:.0%}); table in {out / 'audit.json'}")
 
     reward_app = typer.Typer(help="The distilled local reward.", no_args_is_help=True)
 

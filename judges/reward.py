@@ -17,7 +17,7 @@ rows (another domain, perhaps rated on fewer traits: HAL's doctor visits) have n
 the scalar mean something beyond the labelled domain. Each of the two distances is a mean over its own rows
 (:func:`fidelity_loss`), so a weight means the same whatever share of a batch its rows are.
 
-What a policy could exploit is closed three ways (issue: a reward a policy cannot game):
+What a policy could exploit is closed four ways, and measured (issue: a reward a policy cannot game):
 
 - **bounded**: inputs are clipped at ``input_clip`` SDs, traits to the judge's range, the score is
   ``score_bound * tanh(calibrated log-odds / score_bound)``; style features saturate.
@@ -41,6 +41,9 @@ What a policy could exploit is closed three ways (issue: a reward a policy canno
   real training scores), by how far they fall below what 99.5% of the training dialogues show;
   :meth:`LocalReward.validity` says which check failed. Known words are the training vocabulary plus the
   encoder's word list, with a cross-fitted threshold, so a small project's gate does not floor valid text.
+- **audited** (``audit``): ``distill`` red-teams its own cross-fit (:func:`heldout_audit`), each fold's reward
+  on the labelled dialogues it never saw, and keeps the report with the reward (``audit.json``), so what a
+  reward's user reads is how it fares on dialogues it did not train on.
 
 Scoring needs numpy and the encoder only (no torch with the static table), so a reward starts in well
 under a second. Training, the HF export and the aggregator view import torch and scikit-learn lazily.
@@ -83,9 +86,11 @@ from traitlab.types import Dialogue, Message, RewardScore, TraitRatings, TraitSe
 
 if TYPE_CHECKING:
     from traitlab.judges.aggregate import Aggregator
+    from traitlab.judges.audit import AuditReport
 
 DEFAULT_DIR = Path(__file__).parent / "default_reward"
 HEADS_FILE, CONFIG_FILE, TRAITS_FILE, GATE_FILE = "heads.safetensors", "config.json", "traits.json", "gate.json"
+AUDIT_FILE = "audit.json"
 FORMAT = "traitlab.local_reward/3"
 
 
@@ -145,16 +150,22 @@ class RewardConfig(BaseModel):
     edit_margin: float = Field(1.25, description="logits an edited dialogue may gain over its source (on 5 held-out "
                                "folds 1.0 and 1.25 gave the same worst composites, 1.25 the better pairwise; 1.5 "
                                "let composites reach 0.09)")
-    edit_ceiling: float | None = Field(0.25, description="a bounded edit is not penalised below this quantile of "
-                                       "the real positives' logits (None: only the margin over its source)")
-    edit_cap: float | None = Field(0.25, description="an edited negative may not rise above this quantile of "
+    edit_ceiling: float | None = Field(0.1, description="a bounded edit is not penalised below this quantile of "
+                                       "the real positives' logits (None: only the margin over its source). On HAL "
+                                       "with edit_cap at the same quantile, seeds 0-4, each a distill's held-out "
+                                       "audit (bench/reward_audit.py): 0.1 passed 5 of 5 (worst edit 0.031 mean, "
+                                       "0.044 max of 428 AI transcripts) against 4 of 5 at 0.25 (0.038, 0.061: "
+                                       "truncation with capitals), grouped pairwise 0.973 both, ECE 0.025 against "
+                                       "0.020, doctor partial 0.483 against 0.486; 0.0 passed 5 of 5 (0.023, 0.028) "
+                                       "at pairwise 0.971")
+    edit_cap: float | None = Field(0.1, description="an edited negative may not rise above this quantile of "
                                    "the batch's positives unless its source already does, whatever edit_margin and "
                                    "edit_ceiling allow (None: no cap). On HAL, side by side on one machine (seeds "
-                                   "0-2 x 5 held-out folds): 0.25 passed 12 of 15 audits (worst 0.06, no single-edit "
-                                   "failure) against 7 of 15 without a cap (worst 0.08, 2 failures), 0.5 passed 10; "
-                                   "grouped pairwise 0.973 against 0.974 (seeds 0-3). At edit_ceiling's quantile, "
-                                   "a bounded edit may reach max(source, that quantile), so edit_margin then bounds "
-                                   "only strict edits below it")
+                                   "0-2 x 5 held-out folds, one distill per fold): 0.25 passed 12 of 15 audits "
+                                   "(worst 0.06, no single-edit failure) against 7 of 15 without a cap (worst 0.08, "
+                                   "2 failures), 0.5 passed 10; 0.1 with edit_ceiling 0.1 is shipped (see there). "
+                                   "At edit_ceiling's quantile, a bounded edit may reach max(source, that quantile), "
+                                   "so edit_margin then bounds only strict edits below it")
     strict_edits: list[str] = Field(default_factory=lambda: ["append_symbols"], description="bounded edits "
                                     "that are no cue of either side: drawn alone and held to their source + "
                                     "edit_margin, with no edit_ceiling allowance (symbols appended to every turn "
@@ -173,6 +184,10 @@ class RewardConfig(BaseModel):
     gate_general_words: bool = Field(True, description="the encoder's English word list counts as known words "
                                      "beside the training vocabulary (a small project's gate floored valid text)")
     gate_max_known: float = Field(0.85, description="the known-word threshold is at most this share")
+    audit: bool = Field(True, description="audit the cross-fit's fold rewards, each on the labelled dialogues it "
+                        "did not train on (traitlab.judges.audit.audit_folds), and keep the report with the reward")
+    audit_threshold: float = Field(0.05, ge=0, le=1, description="the audit fails when an edit pushes more than "
+                                   "this share of held-out negatives above their fold's median positive")
     input_clip: float = Field(4.0, description="standardised features are clipped to +- this many SDs")
     score_bound: float = Field(8.0, description="the score is score_bound * tanh(log-odds / score_bound)")
 
@@ -212,6 +227,12 @@ class TrainingSet(BaseModel):
     groups: list[str]
     contrast: Contrast
     judges: dict[str, int] = Field(default_factory=dict, description="judge -> dialogues it rated")
+
+    def subset(self, mask: np.ndarray) -> TrainingSet:
+        """The rows where ``mask`` (a boolean array) is true."""
+        return self.model_copy(update={"dialogues": [d for d, m in zip(self.dialogues, mask, strict=True) if m],
+                                       "targets": self.targets[mask], "labels": self.labels[mask],
+                                       "groups": [g for g, m in zip(self.groups, mask, strict=True) if m]})
 
 
 class Gate(BaseModel):
@@ -543,6 +564,44 @@ def cross_val_predict(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, *, ag
     return {"traits": traits, "logits": logits, "agg": agg, "fold": fold, "params": params}
 
 
+def fold_reward(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str, Any], k: int) -> LocalReward:
+    """Fold model ``k`` of :func:`cross_val_predict` as a reward: Platt calibration on the other folds'
+    out-of-fold logits, gate fitted on its own training rows. What a held-out figure of the whole reward (its
+    gate included) is measured with."""
+    from traitlab.judges.aggregate import fit_calibration
+
+    lab, train = ~np.isnan(data.labels), oof["fold"] != k
+    cal = fit_calibration(oof["logits"][lab & train], data.labels[lab & train].astype(int), "platt")
+    p = oof["params"][k] | {"calibration": np.array([cal.a, cal.b], dtype=np.float32)}
+    return LocalReward(data.trait_set, cfg, p, gate=fit_gate(data.subset(train), predict_params(p, X[train & lab])[1],
+                                                               cfg))
+
+
+def fold_rewards(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str, Any]
+                 ) -> list[tuple[LocalReward, list[Dialogue]]]:
+    """Every fold's reward (:func:`fold_reward`) with the labelled dialogues it never saw; a fold without both
+    sides in its held-out rows or its training rows is left out."""
+    lab, fold = ~np.isnan(data.labels), oof["fold"]
+    out = []
+    for k in range(len(oof["params"])):
+        test = (fold == k) & lab
+        if len(set(data.labels[test])) == 2 and len(set(data.labels[(fold != k) & lab])) == 2:
+            out.append((fold_reward(X, data, cfg, oof, k), [data.dialogues[i] for i in np.flatnonzero(test)]))
+    return out
+
+
+def heldout_audit(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str, Any]) -> AuditReport | None:
+    """The red team of :func:`traitlab.judges.audit.audit_folds` on the fold rewards (None: no fold has both
+    sides)."""
+    from traitlab.judges.audit import audit_folds
+
+    folds = fold_rewards(X, data, cfg, oof)
+    if not folds:
+        return None
+    return audit_folds(folds, data.contrast, threshold=cfg.audit_threshold, seed=cfg.seed,
+                       name=f"held-out folds of the reward ({len(folds)} of {cfg.folds})")
+
+
 def heldout_metrics(oof: Mapping[str, Any], data: TrainingSet, cfg: RewardConfig) -> dict:
     """Pairwise accuracy (grouped), ECE of cross-fitted Platt P(positive), per-trait Spearman with the judge,
     and fidelity (Spearman of the scalar with the judge's aggregate of the real ratings)."""
@@ -621,8 +680,9 @@ def distill(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings], trai
             judge: str | None = None, config: RewardConfig | None = None,
             inputs: Mapping[str, str | Path] | None = None) -> LocalReward:
     """Train a LocalReward on labelled (and rated) dialogues; held-out figures (CV grouped by the contrast's
-    group) go in ``meta["heldout"]``, provenance (judges, label values, role, contrast, aggregator, sha256 of
-    ``inputs`` = {what: file}) in ``meta["provenance"]``."""
+    group) go in ``meta["heldout"]``, the audit of the fold rewards on their held-out dialogues (``cfg.audit``)
+    in ``.audit``, provenance (judges, label values, role, contrast, aggregator, sha256 of ``inputs`` =
+    {what: file}) in ``meta["provenance"]``."""
     cfg = config or RewardConfig()
     data = training_set(dialogues, ratings, trait_set, contrast, target_role=target_role, judge=judge)
     X = features(data.dialogues, cfg.encoder)
@@ -632,7 +692,8 @@ def distill(dialogues: Sequence[Dialogue], ratings: Sequence[TraitRatings], trai
         edits = (features(ed, cfg.encoder), src, kind)
     oof = cross_val_predict(X, data, cfg, aggregator=aggregator, edits=edits)
     metrics = heldout_metrics(oof, data, cfg)
-    return finish(X, data, cfg, oof, metrics, aggregator=aggregator, edits=edits, inputs=inputs)
+    report = heldout_audit(X, data, cfg, oof) if cfg.audit else None
+    return finish(X, data, cfg, oof, metrics, aggregator=aggregator, edits=edits, inputs=inputs, audit=report)
 
 
 def distill_files(dialogues: Sequence[str | Path], ratings: Sequence[str | Path], traits: str | Path, *,
@@ -676,8 +737,9 @@ def distill_files(dialogues: Sequence[str | Path], ratings: Sequence[str | Path]
 
 def finish(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str, Any], metrics: dict, *,
            aggregator: Aggregator | None, edits: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-           inputs: Mapping[str, str | Path] | None) -> LocalReward:
-    """The final reward on every row: calibration from the out-of-fold logits, gate from the training data."""
+           inputs: Mapping[str, str | Path] | None, audit: AuditReport | None = None) -> LocalReward:
+    """The final reward on every row: calibration from the out-of-fold logits, gate from the training data;
+    ``audit``: the held-out audit of its fold rewards, kept with it (its verdict in ``meta["heldout"]``)."""
     from traitlab.judges.aggregate import fit_calibration
 
     lab = ~np.isnan(data.labels)
@@ -699,10 +761,15 @@ def finish(X: np.ndarray, data: TrainingSet, cfg: RewardConfig, oof: Mapping[str
                        else "L1 logistic (C=0.1) fitted inside distill on the labelled, fully rated rows"),
         "inputs": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in (inputs or {}).items()},
     }
+    if audit is not None:
+        w = audit.worst
+        metrics = metrics | {"audit": {"passed": audit.passed, "threshold": audit.threshold, "folds": audit.folds,
+                                       "n_negative": audit.n_negative, "worst_edit": w.edit,
+                                       "worst_share_above": w.share_above, "worst_interval": list(w.share_interval)}}
     meta = {"trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "n_rows": len(X),
             "n_labelled": int(lab.sum()), "n_edits": 0 if edits is None else len(edits[1]),
             "provenance": provenance, "heldout": metrics, "style_default": style_default}
-    return LocalReward(data.trait_set, cfg, params, meta, gate)
+    return LocalReward(data.trait_set, cfg, params, meta, gate, audit)
 
 
 
@@ -765,13 +832,24 @@ class LocalReward:
     :class:`traitlab.registry.Reward`."""
 
     def __init__(self, trait_set: TraitSet, config: RewardConfig, params: Mapping[str, np.ndarray],
-                 meta: dict | None = None, gate: Gate | None = None):
+                 meta: dict | None = None, gate: Gate | None = None, audit: AuditReport | None = None):
         if params["trait_mean"].shape[0] != len(trait_set.ids):
             raise ValueError(f"heads predict {params['trait_mean'].shape[0]} traits, trait set {trait_set.name!r} "
                              f"has {len(trait_set.ids)}")
         self.trait_set, self.config, self.params = trait_set, config, dict(params)
         self.meta, self.gate = dict(meta or {}), gate
+        self._audit, self._audit_file = audit, None
         self.last_trait_means: dict[str, float] = {}
+
+    @property
+    def audit(self) -> AuditReport | None:
+        """The held-out audit the reward was made with (``distill``'s, or a saved reward's ``audit.json``, read
+        on first use: the audit module's statistics would otherwise double a scoring process's start-up)."""
+        if self._audit is None and self._audit_file is not None:
+            from traitlab.judges.audit import AuditReport
+
+            self._audit = _saved(self._audit_file, AuditReport, "an audit report")
+        return self._audit
 
     @property
     def trait_ids(self) -> list[str]:
@@ -883,7 +961,8 @@ class LocalReward:
         return traitlab_local_reward
 
     def save(self, path: str | Path) -> Path:
-        """Write the small fitted parts (config, trait set, heads, gate); the encoder comes from its package."""
+        """Write the small fitted parts (config, trait set, heads, gate, held-out audit); the encoder comes from
+        its package."""
         from safetensors.numpy import save_file
 
         path = Path(path)
@@ -892,6 +971,8 @@ class LocalReward:
         save_file({k: np.ascontiguousarray(v) for k, v in self.params.items()}, str(path / HEADS_FILE))
         if self.gate is not None:
             (path / GATE_FILE).write_text(self.gate.model_dump_json() + "\n", encoding="utf-8")
+        if self.audit is not None:
+            (path / AUDIT_FILE).write_text(self.audit.model_dump_json(indent=1) + "\n", encoding="utf-8")
         doc = {"format": FORMAT, "trait_set_hash": self.trait_set_hash, "trait_ids": self.trait_ids,
                "style_features": list(STYLE_FEATURES), "config": self.config.model_dump(mode="json"),
                "meta": self.meta}
@@ -930,13 +1011,10 @@ class LocalReward:
         if params.get("head.weight", np.zeros(0)).shape != (1, cfg.ensemble * len(ts.ids)):
             raise DataError(path / HEADS_FILE, None, "head.weight", f"is not the scalar of {cfg.ensemble} "
                             f"heads over {len(ts.ids)} traits (config ensemble={cfg.ensemble})")
-        gate = None
-        if (path / GATE_FILE).exists():
-            try:
-                gate = Gate.model_validate_json((path / GATE_FILE).read_text(encoding="utf-8"))
-            except ValueError as e:
-                raise DataError(path / GATE_FILE, None, None, f"not a gate profile: {e}") from e
-        return cls(ts, cfg, params, doc.get("meta"), gate)
+        reward = cls(ts, cfg, params, doc.get("meta"), _saved(path / GATE_FILE, Gate, "a gate profile"))
+        if (path / AUDIT_FILE).exists():
+            reward._audit_file = path / AUDIT_FILE
+        return reward
 
     def export_hf(self, path: str | Path) -> Path:
         """Save as a Hugging Face model: ``AutoModelForSequenceClassification.from_pretrained(path,
@@ -979,6 +1057,16 @@ class LocalReward:
         tokenizer.save_pretrained(str(path))
         shutil.copyfile(hf.__file__, path / "modeling_traitlab_reward.py")
         return path
+
+
+def _saved(path: Path, model: type[BaseModel], what: str) -> Any:
+    """An optional part of a saved reward: ``model`` read from ``path``, None when the file is absent."""
+    if not path.exists():
+        return None
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(path, None, None, f"not {what}: {e}") from e
 
 
 def _content(value: Any) -> str:

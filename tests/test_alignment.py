@@ -326,6 +326,9 @@ def test_tiny_dpo_trains_monitors_and_resumes(tiny_policy, reward, tmp_path, sto
     assert len(samples) == 6 and all(isinstance(s["before"]["completion"], str) for s in samples)
     assert {s["id"] for s in samples} == {f"q{i}" for i in range(6)}
     assert store.artifact(res.run_id, "reward_trait_set")["hash"] == reward.trait_set_hash
+    # the report's audit section shows the audit this reward was made with, not the store's newest
+    assert reward.audit is not None and store.artifact(res.run_id, "reward_audit") == reward.audit.model_dump(
+        mode="json")
     assert set(res.trait_texts) == set(reward.trait_ids)
     assert (Path(res.adapter_dir) / "adapter_config.json").exists()
     assert len((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()) == res.n_pairs

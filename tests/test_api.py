@@ -31,6 +31,21 @@ def test_import_traitlab_is_light_and_stage_functions_resolve_lazily():
     assert out.split() == ["[]", "True", "False"]  # fit's module needs sklearn, not torch
 
 
+def test_scoring_with_the_shipped_reward_stays_light():
+    # a policy's reward process starts often: loading and scoring need neither torch nor the audit's statistics
+    out = _run("""
+        import sys
+        from traitlab.judges.reward import load_reward
+        from traitlab.types import Dialogue, Message
+        r = load_reward()
+        r.score([Dialogue(id="a", target_role="w", messages=[Message(role="q", content="hi"),
+                                                          Message(role="w", content="hey lol")])])
+        print([m for m in ("torch", "scipy.stats", "traitlab.judges.audit") if m in sys.modules])
+        print(r.audit.folds > 1, "traitlab.judges.audit" in sys.modules)
+    """)
+    assert out.split("\n")[:2] == ["[]", "True True"]
+
+
 def test_every_public_name_resolves_to_its_stage_object():
     for name in api.EXPORTS:
         assert getattr(traitlab, name) is api.resolve(name), name

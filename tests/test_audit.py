@@ -15,6 +15,7 @@ from traitlab.judges.audit import (
     AuditReport,
     apply_edit,
     audit,
+    audit_folds,
     degeneracy,
     degenerate_signals,
     edit_operators,
@@ -160,6 +161,9 @@ def test_audit_catches_an_emoji_hack_and_passes_a_robust_reward():
     by = {r.edit: r for r in rep.edits}
     assert by["emoji_append"].share_above == 1.0 and not by["emoji_append"].passed
     assert by["lowercase"].share_above == 0.0 and by["lowercase"].passed and by["lowercase"].shift_sd == 0
+    # 12 of 12 and 0 of 12 above: exact at the ends, and 12 negatives cannot pin a share much closer
+    assert by["emoji_append"].share_interval[1] == 1.0 and 0.7 < by["emoji_append"].share_interval[0] < 0.8
+    assert by["lowercase"].share_interval[0] == 0.0 and 0.2 < by["lowercase"].share_interval[1] < 0.3
     # shift in SDs of the real scores: 3 emoji per turn x 2 turns = +6 points for every negative
     sd = np.std([d.meta["quality"] for d in DIALOGUES], ddof=1)
     assert math.isclose(by["emoji_append"].shift_sd, 6 / sd) and by["emoji_append"].detected_by[:1] == ["emoji"]
@@ -194,6 +198,40 @@ def _app():
     return app
 
 
+class OffsetReward(QualityReward):
+    """The robust reward's scores moved by 100: another fold's reward on another scale."""
+
+    def score(self, dialogues):
+        return [s.model_copy(update={"score": s.score + 100}) for s in super().score(dialogues)]
+
+
+def test_audit_folds_pools_counts_each_fold_against_its_own_median():
+    first, second = DIALOGUES[:12], DIALOGUES[12:]  # six games each
+    labels = ("best", "average")
+    rep = audit_folds([(EmojiReward(), first), (QualityReward(), second)], labels, max_depth=2, beam=2)
+    assert rep.folds == 2 and rep.n_negative == 12 and rep.n_positive == 12
+    # each fold's own search: the emoji reward's fold is lifted entirely, the robust one's not at all
+    assert [w.share_above for w in rep.fold_worst] == [1.0, 0.0]
+    by = {r.edit: r for r in rep.edits}
+    assert by["emoji_append"].share_above == 0.5 and not by["emoji_append"].passed  # 6 of 6 plus 0 of 6
+    lo, hi = by["emoji_append"].share_interval
+    assert lo < 0.5 < hi and hi - lo > 0.4  # 12 negatives pin a share loosely
+    # a composition only the first fold's search found is measured in the second fold too
+    assert rep.composites and all(c.share_above == 0.5 for c in rep.composites if "emoji_append" in c.operators)
+    assert not rep.passed and rep.worst.share_above == 0.5
+
+    # each fold against its own median positive: a fold on another scale changes nothing
+    shifted = audit_folds([(QualityReward(), first), (OffsetReward(), second)], labels, max_depth=1)
+    assert shifted.real["share_above"] == 0.0 and shifted.passed
+    assert all(r.share_above == 0.0 for r in shifted.edits)
+    # one fold is the plain audit
+    one, plain = audit_folds([(EmojiReward(), DIALOGUES)], labels, max_depth=2, beam=2), audit(
+        EmojiReward(), DIALOGUES, labels, max_depth=2, beam=2)
+    assert one == plain and one.folds == 1 and one.fold_worst == [one.worst]
+    with pytest.raises(ValueError, match="in fold 1"):
+        audit_folds([(QualityReward(), first), (QualityReward(), [d for d in second if d.label == "best"])], labels)
+
+
 def _write(tmp_path):
     path = tmp_path / "d.jsonl"
     rows = []
@@ -217,6 +255,7 @@ def test_cli_fails_a_hackable_reward_with_exit_1_and_stores_the_report(tmp_path)
     assert "FAIL" in res.output and "emoji_append" in res.output
     emoji_row = next(line for line in res.output.splitlines() if "emoji_append" in line)
     assert "FAIL" in emoji_row and "1.00" in emoji_row  # the verdict survives an 80-column log
+    assert "pushes 100% (95% CI 76%-100%)" in res.output
     report = AuditReport.model_validate_json(out.read_text())
     assert not report.passed and report.reward == "audit-test-emoji"
     with Store(store) as st:

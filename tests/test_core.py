@@ -121,3 +121,17 @@ def test_welch_ci_and_p_agree_and_small_runs_get_wide_intervals():
     lo, hi = stats.mean_ci(three)
     assert hi - lo > 0.45  # t with 2 dof: 4.3 standard errors each side, where a bootstrap of 3 gives about 1.6
     assert np.isnan(stats.welch([1.0], [2.0, 3.0])[1]) and stats.welch([1.0], [2.0, 3.0])[3] == 1.0
+
+
+def test_wilson_interval_covers_small_shares_and_stays_in_range():
+    from traitlab import stats
+
+    rng = np.random.default_rng(0)
+    for p, n in ((0.02, 86), (0.05, 86), (0.05, 428), (0.5, 30)):
+        draws = rng.binomial(n, p, 4000)
+        cover = np.mean([lo <= p <= hi for lo, hi in (stats.wilson(int(k), n) for k in draws)])
+        assert cover > 0.92, (p, n, cover)  # the normal approximation covers 0.02 of 86 about 0.8 of the time
+    for k in (0, 1, 5, 86):
+        lo, hi = stats.wilson(k, 86)
+        assert 0.0 <= lo <= k / 86 <= hi <= 1.0
+    assert stats.wilson(5, 86)[1] > 0.10 > 0.05 > stats.wilson(5, 86)[0]  # 5 of 86 is not shown to exceed 0.05

@@ -167,6 +167,34 @@ def test_alignment_report_and_audit(store, tmp_path):
     assert paths.kinds == {"align": 1} and paths.audit
 
 
+def test_report_shows_a_held_out_audit_with_its_intervals(store, tmp_path):
+    from traitlab.judges.audit import audit_folds
+    from traitlab.types import RewardScore, Trait, TraitSet
+
+    class Brevity:  # shorter judged turns score higher: truncation lifts the negatives
+        trait_set = TraitSet(name="b", traits=[Trait(id="b", text="brevity")])
+
+        def score(self, dialogues):
+            return [RewardScore(id=d.id, score=-len(" ".join(d.target_turns)), traits={"b": 0.0}) for d in dialogues]
+
+        def trait_weights(self):
+            return None
+
+    def dialogue(i: int, label: str) -> Dialogue:
+        reply = "ok sure" if label == "best" else f"Certainly, I would be glad to help you with request {i} today."
+        return Dialogue(id=f"{label}{i}", target_role="agent", label=label,
+                        messages=[Message(role="user", content="hi"), Message(role="agent", content=reply)])
+
+    folds = [(Brevity(), [dialogue(i, lab) for i in range(k, k + 10) for lab in ("best", "average")]) for k in (0, 10)]
+    rep = audit_folds(folds, ("best", "average"), operators=["truncate", "lowercase"], max_depth=2, beam=1)
+    run = fill_align(store)  # its store also holds a newer audit of another reward (audit-1)
+    store.put_artifact(run, "reward_audit", rep.model_dump(mode="json"))  # as an align run stores its reward's
+    page = build_report(store, [run], tmp_path / "a.html").html.read_text()
+    lo, hi = (f"{v:.0%}" for v in rep.worst.share_interval)
+    assert "Reward audit <code>align-1" in page and "audit-1" not in page
+    assert "20 negatives over 2 folds" in page and f"[{lo}, {hi}]" in page
+
+
 def _driver():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

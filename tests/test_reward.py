@@ -111,6 +111,25 @@ def test_distill_on_own_project_records_only_what_it_used(own_reward, own_projec
     assert all(set(s.traits) == set(ts.ids) for s in scores)
 
 
+@pytest.mark.slow
+def test_distill_audits_each_fold_on_the_games_it_never_saw(own_reward, own_project, tmp_path):
+    from traitlab.judges.audit import AuditReport, edit_operators
+
+    a = own_reward.audit
+    assert isinstance(a, AuditReport) and a.folds == SMALL.folds == len(a.fold_worst)
+    assert a.n_negative == a.n_positive == 60  # every labelled dialogue held out once
+    assert {r.edit for r in a.edits} == set(edit_operators.names()) and a.threshold == SMALL.audit_threshold
+    assert a.passed == all(r.passed for r in [*a.edits, *a.composites])
+    summary = own_reward.meta["heldout"]["audit"]
+    assert summary["passed"] == a.passed and summary["worst_edit"] == a.worst.edit and summary["folds"] == 3
+    own_reward.save(tmp_path / "r")
+    assert LocalReward.load(tmp_path / "r").audit == a
+    (tmp_path / "r" / "audit.json").write_text('{"reward": 1}', encoding="utf-8")
+    broken = LocalReward.load(tmp_path / "r")  # read on first use: scoring never pays for it
+    with pytest.raises(DataError, match=r"audit\.json"):
+        broken.audit  # noqa: B018
+
+
 def test_distill_refuses_one_sided_or_unknown_ratings(hal_small):
     rows, ratings, ts = hal_small
     contrast = Contrast(positive="human", negative="ai", description="d")
@@ -775,8 +794,11 @@ def test_edit_allowance_margin_ceiling_and_cap():
     assert edit_allowance(base, strict, positives, cfg).tolist() == [2.5, 3.0, 5.5, 7.0, 3.0]
     capped = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.5}))
     assert capped.tolist() == [2.5, 3.0, 5.0, 6.0, 3.0]  # never across the median positive from below it
-    shipped = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.25}))
-    assert shipped.tolist() == [2.5, 2.5, 4.5, 6.0, 2.5]  # cap = ceiling: max(source, q25) for bounded ones
+    at_q25 = edit_allowance(base, strict, positives, cfg.model_copy(update={"edit_cap": 0.25}))
+    assert at_q25.tolist() == [2.5, 2.5, 4.5, 6.0, 2.5]  # cap = ceiling: max(source, q25) for bounded ones
+    shipped = RewardConfig(edit_margin=1.0)  # ceiling = cap = q10 (1.0): no edit gains above the low end
+    assert (shipped.edit_ceiling, shipped.edit_cap) == (0.1, 0.1)
+    assert edit_allowance(base, strict, positives, shipped).tolist() == [1.0, 2.0, 4.5, 6.0, 2.0]
     assert edit_allowance(base, strict, positives[:0], cfg).tolist() == (base + 1.0).tolist()  # no positives
 
 

@@ -24,6 +24,7 @@ EXPORTS: dict[str, str] = {
     "distill": "traitlab.judges.reward:distill",
     "load_reward": "traitlab.judges.reward:load_reward",
     "audit": "traitlab.judges.audit:audit",
+    "audit_folds": "traitlab.judges.audit:audit_folds",
     "evaluate": "traitlab.evals.generate:evaluate",
     "load_suite": "traitlab.evals.suite:load_suite",
     "align_dpo": "traitlab.alignment.dpo:run_dpo",

@@ -163,6 +163,18 @@ def mean_pairwise_spearman(data: ArrayLike) -> float:
     return float(np.mean(rhos)) if rhos else float("nan")
 
 
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a share ``k / n`` (an audit's share of negatives pushed above the median
+    positive): unlike the normal approximation it stays inside [0, 1] and is honest near 0 with small ``n``."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z = float(_st.norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (0.0 if k == 0 else float(centre - half), 1.0 if k == n else float(centre + half))  # exact at the ends
+
+
 def partial_spearman(a: ArrayLike, b: ArrayLike, control: ArrayLike) -> float:
     """Spearman of ``a`` and ``b`` with ``control`` ranked out: the ranks of both regressed on its rank, the
     residuals correlated (how much a reward follows a judge beyond, say, length)."""
