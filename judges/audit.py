@@ -449,6 +449,7 @@ class _Part:
         self.base_turns = [d.target_turns for d in self.negatives]
         self.signatures = {hash(tuple(tuple(t) for t in self.base_turns))}  # a composition that changes nothing
         self.measured: dict[tuple[str, ...], _Measured] = {}
+        self.texts: dict[tuple[str, ...], int] = {}  # edit -> hash of the texts it gave
 
     def measure(self, ops: tuple[str, ...], *, new_texts_only: bool = False) -> _Measured | None:
         """The edit ``ops`` on this part's negatives; ``new_texts_only``: None for a composition that gives the
@@ -460,6 +461,7 @@ class _Part:
         if new_texts_only and sig in self.signatures and len(ops) > 1:
             return None
         self.signatures.add(sig)
+        self.texts[ops] = sig
         s = self.scorer(list(zip(self.negatives, edited, strict=True)))
         ok = np.isfinite(s)
         m = _Measured(above=int(np.sum(np.where(ok, s, -np.inf) > self.median)), n=len(s), scores=s[ok],
@@ -558,8 +560,15 @@ def audit_folds(folds: Sequence[tuple[Reward, Sequence[Dialogue]]], contrast_or_
         composites = sorted((r for ops, r in results.items() if len(ops) > 1), key=_key, reverse=True)
         found.update(dict.fromkeys(tuple(r.operators) for r in composites[:top]))
         found.update(dict.fromkeys(tuple(r.operators) for r in composites if not r.passed))
-    pooled = {ops: _result(ops, [p.measure(ops) for p in parts], threshold)
-              for ops in [*((op,) for op in names), *found]}
+    pooled: dict[tuple[str, ...], EditResult] = {}
+    seen: set[tuple[int, ...]] = set()
+    for ops in [*((op,) for op in names), *found]:
+        measured = [p.measure(ops) for p in parts]
+        texts = tuple(p.texts[ops] for p in parts)
+        if len(ops) > 1 and texts in seen:
+            continue  # another fold's order of the same edits (lowercase+strip_punct, strip_punct+lowercase)
+        seen.add(texts)
+        pooled[ops] = _result(ops, measured, threshold)
     edits = sorted((pooled[(op,)] for op in names), key=_key, reverse=True)
     composites = sorted((r for ops, r in pooled.items() if len(ops) > 1), key=_key, reverse=True)[:top]
     real_pos = np.concatenate([p.real_pos for p in parts])

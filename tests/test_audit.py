@@ -232,6 +232,30 @@ def test_audit_folds_pools_counts_each_fold_against_its_own_median():
         audit_folds([(QualityReward(), first), (QualityReward(), [d for d in second if d.label == "best"])], labels)
 
 
+class StyleReward(QualityReward):
+    """Pays for turns without punctuation and for turns without capitals, each at its own rate."""
+
+    def __init__(self, bare: float, lower: float):
+        self.bare, self.lower = bare, lower
+
+    def score(self, dialogues):
+        def paid(t):
+            return self.bare * all(c.isalnum() or c.isspace() for c in t) + self.lower * (t == t.lower())
+
+        return [RewardScore(id=d.id, score=d.meta["quality"] + sum(paid(t) for t in d.target_turns), traits={})
+                for d in dialogues]
+
+
+def test_audit_folds_lists_one_order_of_edits_that_give_the_same_texts():
+    # each fold's search meets the two operators in its own order, so each finds its own order of the same edit
+    folds = [(StyleReward(bare=2, lower=1), DIALOGUES[:12]), (StyleReward(bare=1, lower=2), DIALOGUES[12:])]
+    rep = audit_folds(folds, ("best", "average"), operators=["lowercase", "strip_punct"], max_depth=2, beam=2)
+    assert {tuple(w.operators) for w in rep.fold_worst} == {("strip_punct", "lowercase"),
+                                                             ("lowercase", "strip_punct")}
+    assert len(rep.composites) == 1 and sorted(rep.composites[0].operators) == ["lowercase", "strip_punct"]
+    assert rep.worst == rep.composites[0] and not rep.passed
+
+
 def _write(tmp_path):
     path = tmp_path / "d.jsonl"
     rows = []

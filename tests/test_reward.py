@@ -234,10 +234,12 @@ def test_merged_heads_score_the_members_mean_logit():
     assert predict_params(p, x.numpy(), calibrated=False)[1] == pytest.approx(logit.numpy(), abs=1e-5)
 
 
-def test_ignored_style_features_move_no_score(reward, samples):
-    """The punctuation counts of ``ignore_style`` read 0 whatever their value (deleting every mark then moves
+def test_ignored_style_features_move_no_score(own_project, samples):
+    """The punctuation counts, in ``ignore_style``, read 0 whatever their value (deleting every mark then moves
     only lengths); an unknown name is refused by name."""
-    assert set(reward.config.ignore_style) == set(PUNCTUATION_FEATURES)
+    own, own_ratings, ts, contrast = own_project
+    cfg = SMALL.model_copy(update={"ignore_style": list(PUNCTUATION_FEATURES), "audit": False})
+    reward = distill(own, own_ratings, ts, contrast, config=cfg)
     X = reward.features(samples)
     cols = ignored_columns(X.shape[1], reward.config)
     moved = X.copy()
