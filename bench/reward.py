@@ -245,11 +245,12 @@ def fidelity(data_dir: Path, cache: Path, encoders: list[str]) -> None:
                 target = fit_linear(Y[tr], y[tr], ids, C=0.1).logit_matrix(Y[tr], ids)
                 direct[te] = Ridge(alpha=alpha).fit(Xs[tr], target).predict(Xs[te])
                 logit[te] = LogisticRegression(C=1 / alpha, max_iter=2000).fit(Xs[tr], y[tr]).decision_function(Xs[te])
+            rho = spearmanr(direct, agg)[0]
             print(f"  [{enc_name}] ridge (alpha {alpha:>4}) from the features to GPT-5's aggregate: Spearman "
-                  f"{spearmanr(direct, agg)[0]:.3f} (pairwise {pw(direct):.3f}); logistic on the labels: "
+                  f"{rho:.3f} (pairwise {pw(direct):.3f}); logistic on the labels: "
                   f"{spearmanr(logit, agg)[0]:.3f} (pairwise {pw(logit):.3f})")
-            if spearmanr(direct, agg)[0] > best:
-                best, within[f"[{enc_name}] best ridge"] = spearmanr(direct, agg)[0], direct
+            if rho > best:
+                best, within[f"[{enc_name}] best ridge"] = rho, direct
     print("  (a ridge to the aggregate equals predicting the 32 traits by ridge and aggregating them: the aggregate "
           "is linear in the traits)")
     within |= others

@@ -374,6 +374,14 @@ class AuditReport(BaseModel):
         return [{"edit": r.edit, "share_above": r.share_above, "shift_sd": r.shift_sd, "mean_score": r.mean_score,
                  "passed": r.passed, "kind": "composite" if len(r.operators) > 1 else "single"} for r in rows]
 
+    def verdict(self, digits: int = 0) -> str:
+        """One line for a terminal: PASS or FAIL, the worst edit's share with its 95% interval (``digits``
+        decimals of a percent), the threshold."""
+        w, pct = self.worst, f".{digits}%"
+        lo, hi = w.share_interval
+        return (f"{'PASS' if self.passed else 'FAIL'}: worst edit {w.edit!r} pushes {w.share_above:{pct}} (95% CI "
+                f"{lo:{pct}}-{hi:{pct}}) of the negatives above the median positive (threshold {self.threshold:.0%})")
+
 
 def _labels(contrast_or_labels: Contrast | Sequence[str] | Mapping[str, str]) -> tuple[str, str, dict[str, Any]]:
     if isinstance(contrast_or_labels, Contrast):
@@ -447,7 +455,7 @@ class _Part:
         self.median = float(np.median(self.real_pos))
         self.sd = float(real.std(ddof=1)) if real.size > 1 else 0.0
         self.base_turns = [d.target_turns for d in self.negatives]
-        self.signatures = {hash(tuple(tuple(t) for t in self.base_turns))}  # a composition that changes nothing
+        self.unedited = hash(tuple(tuple(t) for t in self.base_turns))  # a composition that changes nothing
         self.measured: dict[tuple[str, ...], _Measured] = {}
         self.texts: dict[tuple[str, ...], int] = {}  # edit -> hash of the texts it gave
 
@@ -458,9 +466,8 @@ class _Part:
             return self.measured[ops]
         edited = [tuple(edit_turns(d, ops, self.seed)) for d in self.negatives]
         sig = hash(tuple(edited))
-        if new_texts_only and sig in self.signatures and len(ops) > 1:
+        if new_texts_only and len(ops) > 1 and (sig == self.unedited or sig in self.texts.values()):
             return None
-        self.signatures.add(sig)
         self.texts[ops] = sig
         s = self.scorer(list(zip(self.negatives, edited, strict=True)))
         ok = np.isfinite(s)

@@ -97,10 +97,6 @@ def register_audit(reward_app: typer.Typer) -> None:
             run_id = st.start_run("audit", name=label, config=config)
             st.put_artifact(run_id, "reward_audit", report.model_dump(mode="json"))
             st.finish_run(run_id, summary=summary)
-        verdict = "PASS" if report.passed else "FAIL"
-        lo, hi = w.share_interval
-        console.print(f"{verdict}: worst edit {w.edit!r} pushes {w.share_above:.0%} (95% CI {lo:.0%}-{hi:.0%}) of "
-                      f"the negatives above the median positive (threshold {threshold:.0%}); run {run_id}"
-                      + (f", report -> {out}" if out else ""))
+        console.print(f"{report.verdict()}; run {run_id}" + (f", report -> {out}" if out else ""))
         if not report.passed:
             raise typer.Exit(1)

@@ -244,11 +244,9 @@ def _register_reward(app: typer.Typer) -> None:
                    f"ECE {held['ece']:.3f}, mean trait Spearman {held['trait_spearman_mean']:.3f}"
                    + (f", fidelity to the judge's aggregate {fid:.3f}" if fid is not None else ""))
         if reward.audit is not None:
-            a, w = reward.audit, reward.audit.worst
+            a = reward.audit
             typer.echo(f"held-out audit over {a.folds} folds ({a.n_negative} negatives, each scored by the reward that "
-                       f"did not train on it): {'PASS' if a.passed else 'FAIL'}, worst edit {w.edit!r} pushes "
-                       f"{w.share_above:.1%} (95% CI {w.share_interval[0]:.1%}-{w.share_interval[1]:.1%}) above the "
-                       f"median positive (threshold {a.threshold:.0%}); table in {out / 'audit.json'}")
+                       f"did not train on it) - {a.verdict(digits=1)}; table in {out / 'audit.json'}")
 
     reward_app = typer.Typer(help="The distilled local reward.", no_args_is_help=True)
 
